@@ -1,0 +1,156 @@
+"""Builds the ASGI application from settings and mounts the front doors.
+
+Routing (below ``base_path``):
+- ``GET /healthz``: the process is up. ``GET /readyz``: every backend answers PING.
+- ``OPTIONS *``: CORS preflight.
+- everything else: the REST front door, after the token is checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from .auth import REDIS_TOKENS_KEY, TokenRecord, TokenStore
+from .backend import Backend, StandaloneBackend
+from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable
+from .executor import Executor
+from .http import (
+    JSON_TYPE,
+    Cors,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    SyncTokens,
+    bearer_token,
+    json_body,
+    respond,
+)
+from .rest import RestApi, Response
+from .settings import Settings
+
+log = logging.getLogger("redis_gateway")
+
+_METHODS = frozenset({"GET", "POST", "PUT", "HEAD"})
+
+
+class Gateway:
+    """The ASGI application: one per process, holding the backends and the token store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        extra_tokens: Iterable[TokenRecord] = (),
+        on_shutdown: Callable[[], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backends: dict[str, Backend] = {
+            name: StandaloneBackend(name, backend, settings.limits)
+            for name, backend in settings.backends.items()
+        }
+        self.executor = Executor(self.backends, settings.limits)
+        self.tokens = TokenStore(settings, self._fetch_token_record, extra_tokens)
+        self.rest = RestApi(self.executor, settings.limits.max_body_bytes,
+                            settings.limits.max_reply_bytes, settings.base_path)
+        self.cors = Cors(settings.cors_origins)
+        self.sync_tokens = SyncTokens()
+        self._base = settings.base_path
+        self._on_shutdown = on_shutdown
+
+    async def _fetch_token_record(self, field: bytes) -> Any:
+        (reply,) = await self.backends["default"].run([[b"HGET", REDIS_TOKENS_KEY, field]])
+        return reply
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.warm_up()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def warm_up(self) -> None:
+        """Connect and read each command table now, so the first request is not slower.
+
+        A Redis that is down is not fatal: the gateway starts, /readyz says so, and
+        requests succeed once Redis is back.
+        """
+        for backend in self.backends.values():
+            try:
+                table = await backend.command_table()
+                log.info("backend '%s': %s, %d commands", backend.name, backend.label,
+                         len(table.commands))
+            except GatewayError as exc:
+                log.warning("backend '%s' is not ready yet: %s", backend.name, exc.message)
+
+    async def close(self) -> None:
+        for backend in self.backends.values():
+            await backend.close()
+        if self._on_shutdown is not None:
+            result = self._on_shutdown()
+            if result is not None:
+                await result
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        cors = self.cors.headers(scope)
+        headers: Headers = [*cors, (b"upstash-sync-token", self.sync_tokens.next())]
+        try:
+            path = self._local_path(scope["path"])
+            if method == "OPTIONS":
+                await respond(send, 204, b"", self.cors.preflight(scope))
+                return
+            if method not in _METHODS:
+                raise MethodNotAllowed(
+                    f"method {method} is not allowed; use GET, POST, PUT or HEAD"
+                )
+            if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
+                response = await self._health(path)
+            else:
+                principal = await self.tokens.authenticate(bearer_token(scope))
+                response = await self.rest.handle(scope, receive, principal, path, method)
+        except GatewayError as exc:
+            response = _error(exc)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("unexpected error, incident %s", incident)
+            response = Response(500, json_body(
+                {"error": f"internal gateway error (incident {incident}; see the gateway log)"}
+            ), [JSON_TYPE])
+        if response.status == 405:
+            headers.append((b"allow", b"GET, POST, PUT, HEAD, OPTIONS"))
+        await respond(send, response.status, response.body, [*response.headers, *headers],
+                      head=method == "HEAD")
+
+    def _local_path(self, path: str) -> str:
+        if not self._base:
+            return path
+        if path == self._base or path.startswith(self._base + "/"):
+            return path[len(self._base):] or "/"
+        raise NotFound(f"no such path; this gateway is mounted at {self._base}")
+
+    async def _health(self, path: str) -> Response:
+        if path == "/healthz":
+            return Response(200, json_body({"result": "ok"}), [JSON_TYPE])
+        down = [b.name for b in self.backends.values() if not await b.ping()]
+        if down:
+            return _error(RedisUnavailable(f"Redis not reachable for backend(s): "
+                                           f"{', '.join(down)}"))
+        return Response(200, json_body({"result": "ready"}), [JSON_TYPE])
+
+
+def _error(exc: GatewayError) -> Response:
+    return Response(exc.status, json_body({"error": exc.message}), [JSON_TYPE])

@@ -1,0 +1,235 @@
+"""Tokens: who is calling, what their rules are, which Redis they reach.
+
+Only a token's SHA-256 is stored anywhere. Tokens are 32 random bytes, so a fast
+unsalted hash is enough: there is nothing to guess from a dictionary, and the
+lookup stays a dict access on every request.
+
+Three places hold tokens, merged in this order:
+- the ``[[tokens]]`` tables of the configuration file;
+- the tokens file that ``redis-gateway token create`` writes (re-read when it changes,
+  so a running gateway sees new and revoked tokens within a second);
+- optionally a hash in the default Redis (``token_store = "redis"``), shared by every
+  gateway instance. Its records are signed with ``token_store_secret``: a client that
+  may write keys could otherwise add a token of its own choosing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BadRequest, RedisUnavailable, Unauthorized
+from .policy import Policy, RuleError, parse
+from .settings import Settings
+
+TOKEN_PREFIX = "rgw_"
+REDIS_TOKENS_KEY = b"redis-gateway:tokens"
+_FILE_CHECK_INTERVAL = 1.0
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    name: str
+    hash: str
+    rules: str = "read-write"
+    expires: str | None = None  # ISO 8601, UTC
+    backend: str = "default"
+    created: str | None = None
+
+    def expiry(self) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(self.expires) if self.expires else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenRecord:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request runs as: a token's name, its compiled rules and its backend."""
+
+    name: str
+    policy: Policy
+    backend: str
+    expires: dt.datetime | None = None
+
+
+def check_record(record: TokenRecord, backends: Iterable[str]) -> None:
+    """Refuse a token whose rules, expiry or backend would fail later."""
+    try:
+        parse(record.rules)
+    except RuleError as exc:
+        raise BadRequest(f"token '{record.name}': {exc}") from None
+    if record.expires:
+        try:
+            record.expiry()
+        except ValueError:
+            raise BadRequest(f"token '{record.name}': expiry '{record.expires}' is not "
+                             "ISO 8601") from None
+    if record.backend not in backends:
+        raise BadRequest(f"token '{record.name}': backend '{record.backend}' is not configured")
+
+
+# The tokens file -------------------------------------------------------------------
+def read_tokens_file(path: Path) -> list[TokenRecord]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    return [TokenRecord.from_json(item) for item in data.get("tokens", [])]
+
+
+def write_tokens_file(path: Path, records: list[TokenRecord]) -> None:
+    """Replace the file atomically, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"version": 1, "tokens": [r.to_json() for r in records]}, f, indent=2)
+    os.replace(tmp, path)
+
+
+def default_tokens_file() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "redis-gateway" / "tokens.json"
+
+
+# Records kept in Redis ---------------------------------------------------------------
+def sign_record(record: TokenRecord, secret: str) -> bytes:
+    body = json.dumps(record.to_json(), sort_keys=True).encode()
+    mac = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(mac) + b"." + body
+
+
+def verify_record(blob: bytes, secret: str) -> TokenRecord | None:
+    mac_b64, _, body = blob.partition(b".")
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    try:
+        if not hmac.compare_digest(base64.b64decode(mac_b64), expected):
+            return None
+        return TokenRecord.from_json(json.loads(body))
+    except (ValueError, TypeError):
+        return None
+
+
+# Lookup -----------------------------------------------------------------------------
+RedisFetch = Callable[[bytes], Any]  # async: field (token hash) -> stored blob or None
+
+
+class TokenStore:
+    def __init__(
+        self,
+        settings: Settings,
+        redis_fetch: RedisFetch | None = None,
+        extra: Iterable[TokenRecord] = (),
+    ) -> None:
+        self._settings = settings
+        self._static: dict[str, TokenRecord] = {}
+        for token in settings.tokens:
+            self._add_static(TokenRecord(
+                name=token.name, hash=token.hash, rules=token.rules,
+                expires=token.expires.isoformat() if token.expires else None,
+                backend=token.backend,
+            ))
+        for record in extra:
+            self._add_static(record)
+        self._file = Path(settings.tokens_file) if settings.tokens_file else None
+        self._file_records: dict[str, TokenRecord] = {}
+        self._file_mtime: float | None = None
+        self._file_checked = 0.0
+        self._redis_fetch = redis_fetch if settings.token_store == "redis" else None
+        self._redis_cache: dict[str, tuple[TokenRecord | None, float]] = {}
+        self._principals: dict[str, Principal] = {}
+
+    def _add_static(self, record: TokenRecord) -> None:
+        check_record(record, self._settings.backends)
+        self._static[record.hash] = record
+
+    @property
+    def empty(self) -> bool:
+        self._refresh_file()
+        return not self._static and not self._file_records and self._redis_fetch is None
+
+    def _refresh_file(self) -> None:
+        if self._file is None:
+            return
+        now = time.monotonic()
+        if now - self._file_checked < _FILE_CHECK_INTERVAL and self._file_mtime is not None:
+            return
+        self._file_checked = now
+        try:
+            mtime = self._file.stat().st_mtime
+        except FileNotFoundError:
+            self._file_records, self._file_mtime = {}, None
+            return
+        if mtime != self._file_mtime:
+            self._file_records = {r.hash: r for r in read_tokens_file(self._file)}
+            self._file_mtime = mtime
+
+    async def _from_redis(self, token_hash: str) -> TokenRecord | None:
+        assert self._redis_fetch is not None and self._settings.token_store_secret
+        now = time.monotonic()
+        cached = self._redis_cache.get(token_hash)
+        if cached and now - cached[1] < self._settings.token_cache_seconds:
+            return cached[0]
+        try:
+            blob = await self._redis_fetch(token_hash.encode())
+        except RedisUnavailable:
+            if cached:  # keep serving known tokens through a short Redis outage
+                return cached[0]
+            raise
+        record = (verify_record(blob, self._settings.token_store_secret)
+                  if isinstance(blob, bytes) else None)
+        if record is not None and record.hash != token_hash:
+            record = None
+        self._redis_cache[token_hash] = (record, now)
+        return record
+
+    async def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized(
+                "missing token: send 'Authorization: Bearer <token>' or '?_token=<token>'"
+            )
+        token_hash = hash_token(token)
+        self._refresh_file()
+        record = self._static.get(token_hash) or self._file_records.get(token_hash)
+        if record is None and self._redis_fetch is not None:
+            record = await self._from_redis(token_hash)
+        if record is None:
+            raise Unauthorized("invalid token: it is unknown or has been revoked")
+        principal = self._principal(record)
+        if principal.expires is not None and principal.expires <= dt.datetime.now(dt.UTC):
+            raise Unauthorized(f"token '{record.name}' expired at {record.expires}")
+        return principal
+
+    def _principal(self, record: TokenRecord) -> Principal:
+        key = f"{record.hash}\0{record.rules}\0{record.expires}\0{record.backend}"
+        principal = self._principals.get(key)
+        if principal is None:
+            if len(self._principals) > 4096:
+                self._principals.clear()
+            principal = Principal(record.name, parse(record.rules), record.backend,
+                                  record.expiry())
+            self._principals[key] = principal
+        return principal

@@ -1,0 +1,187 @@
+"""Backends: where commands go once the core has decided they may run.
+
+Front doors never see this module; the executor calls a ``Backend``. A backend
+owns its connections and its command table. ``StandaloneBackend`` is one Redis
+server. Cluster, replica and Sentinel backends implement the same interface, so
+routing by slot or role stays behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import hiredis
+
+from .commands import CommandTable
+from .connection import Address, Connection, TlsFiles, open_connection
+from .errors import RedisUnavailable
+from .settings import BackendSettings, LimitSettings
+
+log = logging.getLogger("redis_gateway.backend")
+
+Argv = Sequence[bytes]
+
+
+class Backend(Protocol):
+    name: str
+
+    @property
+    def label(self) -> str: ...
+
+    async def command_table(self) -> CommandTable: ...
+
+    async def run(self, commands: Sequence[Argv], *, typed: bool = False) -> list[Any]:
+        """Run commands on a shared connection, back to back; one reply each, in order."""
+
+    async def run_reserved(
+        self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
+        typed: bool = False,
+    ) -> list[Any]:
+        """Run commands alone on a connection no other request uses meanwhile.
+
+        For MULTI/EXEC and blocking commands. ``reusable=False`` closes the
+        connection afterwards (its state was changed, e.g. by SELECT).
+        """
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def pack(commands: Sequence[Argv]) -> bytes:
+    return b"".join([hiredis.pack_command(tuple(c)) for c in commands])
+
+
+class StandaloneBackend:
+    """One Redis server: a few shared connections plus a bounded set of reserved ones."""
+
+    def __init__(self, name: str, settings: BackendSettings, limits: LimitSettings) -> None:
+        self.name = name
+        self._address = Address.parse(settings.url)
+        if settings.username is not None or settings.password is not None:
+            self._address = Address(
+                **{**self._address.__dict__,
+                   "username": settings.username or self._address.username,
+                   "password": settings.password or self._address.password}
+            )
+        self._tls = TlsFiles(settings.tls_ca_file, settings.tls_cert_file,
+                             settings.tls_key_file, settings.tls_check_hostname)
+        self._limits = limits
+        self._shared: list[Connection | None] = [None] * settings.connections
+        self._typed: Connection | None = None
+        # Idle reserved connections, by whether they use the typed reader.
+        self._idle: dict[bool, list[Connection]] = {False: [], True: []}
+        self._reserved = asyncio.Semaphore(settings.max_dedicated_connections)
+        self._max_reserved = settings.max_dedicated_connections
+        self._connect_lock = asyncio.Lock()
+        self._retry_at = 0.0
+        self._last_failure = ""
+        self._table: CommandTable | None = None
+
+    @property
+    def label(self) -> str:
+        return self._address.display()
+
+    # connections --------------------------------------------------------------
+    async def _open(self, typed: bool = False) -> Connection:
+        """Connect, failing at once while a recent attempt has just failed."""
+        if time.monotonic() < self._retry_at:
+            raise RedisUnavailable(self._last_failure)
+        try:
+            return await open_connection(
+                self._address, tls=self._tls, timeout=self._limits.connect_timeout, typed=typed
+            )
+        except RedisUnavailable as exc:
+            if exc.message != self._last_failure:
+                log.warning("%s", exc.message)
+            self._last_failure = exc.message
+            self._retry_at = time.monotonic() + self._limits.reconnect_backoff
+            raise
+
+    async def _shared_connection(self) -> Connection:
+        alive = [c for c in self._shared if c is not None and c.alive]
+        if len(alive) == len(self._shared):
+            return min(alive, key=lambda c: c.load)
+        async with self._connect_lock:
+            for i, conn in enumerate(self._shared):
+                if conn is not None and conn.alive:
+                    continue
+                try:
+                    self._shared[i] = await self._open()
+                except RedisUnavailable:
+                    if alive:  # the connections still up carry the load meanwhile
+                        return min(alive, key=lambda c: c.load)
+                    raise
+                if conn is not None:
+                    log.info("reconnected to Redis at %s", self.label)
+        return min((c for c in self._shared if c is not None), key=lambda c: c.load)
+
+    async def _typed_connection(self) -> Connection:
+        async with self._connect_lock:
+            if self._typed is None or not self._typed.alive:
+                self._typed = await self._open(typed=True)
+            return self._typed
+
+    # Backend interface ---------------------------------------------------------
+    async def command_table(self) -> CommandTable:
+        if self._table is None:
+            (reply,) = await self.run([[b"COMMAND", b"INFO"]])
+            if isinstance(reply, hiredis.ReplyError) or not isinstance(reply, list):
+                # Redis before 7 does not know COMMAND INFO without names.
+                (reply,) = await self.run([[b"COMMAND"]])
+            if not isinstance(reply, list):
+                raise RedisUnavailable(f"Redis at {self.label} did not list its commands: "
+                                       f"{reply}")
+            self._table = CommandTable.from_command_info(reply)
+        return self._table
+
+    async def run(self, commands: Sequence[Argv], *, typed: bool = False) -> list[Any]:
+        conn = await (self._typed_connection() if typed else self._shared_connection())
+        return await conn.send(pack(commands), len(commands), self._limits.command_timeout)
+
+    async def run_reserved(
+        self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
+        typed: bool = False,
+    ) -> list[Any]:
+        try:
+            async with asyncio.timeout(self._limits.command_timeout):
+                await self._reserved.acquire()
+        except TimeoutError:
+            raise RedisUnavailable(
+                f"all {self._max_reserved} reserved connections (for transactions and "
+                "blocking commands) are busy; raise max_dedicated_connections or retry"
+            ) from None
+        conn: Connection | None = None
+        try:
+            idle = self._idle[typed]
+            while idle and conn is None:
+                candidate = idle.pop()
+                conn = candidate if candidate.alive else None
+            if conn is None:
+                conn = await self._open(typed=typed)
+            replies = await conn.send(pack(commands), len(commands), timeout)
+            if reusable and conn.alive:
+                idle.append(conn)
+                conn = None
+            return replies
+        finally:
+            if conn is not None:
+                conn.close()
+            self._reserved.release()
+
+    async def ping(self) -> bool:
+        try:
+            (reply,) = await self.run([[b"PING"]])
+        except (RedisUnavailable, TimeoutError):
+            return False
+        return reply == b"PONG"
+
+    async def close(self) -> None:
+        for conn in [*self._shared, self._typed, *self._idle[False], *self._idle[True]]:
+            if conn is not None:
+                conn.close()
+        self._idle = {False: [], True: []}

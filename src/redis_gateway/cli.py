@@ -1,0 +1,275 @@
+"""``redis-gateway serve | token create|list|revoke|hash``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import settings as settings_mod
+from .auth import (
+    REDIS_TOKENS_KEY,
+    TokenRecord,
+    TokenStore,
+    check_record,
+    default_tokens_file,
+    hash_token,
+    new_token,
+    read_tokens_file,
+    sign_record,
+    verify_record,
+    write_tokens_file,
+)
+from .errors import GatewayError
+
+log = logging.getLogger("redis_gateway")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.run(args)
+        return result
+    except settings_mod.SettingsError as exc:
+        print(f"redis-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"redis-gateway: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redis-gateway", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="TOML configuration file")
+    serve.add_argument("--redis", help="Redis URL (default: start an embedded Redis)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8079)")
+    serve.set_defaults(run=_serve)
+
+    token = commands.add_parser("token", help="manage tokens").add_subparsers(title="token")
+    create = token.add_parser("create", help="create a token and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--rules", default="read-write",
+                        help="a preset (read-only, read-write, admin) and/or ACL rules")
+    create.add_argument("--expires", help="ISO 8601 time, or a duration such as 30d, 12h, 45m")
+    create.add_argument("--backend", default="default")
+    create.set_defaults(run=_token_create)
+    listing = token.add_parser("list", help="list tokens (names and rules, never secrets)")
+    listing.set_defaults(run=_token_list)
+    revoke = token.add_parser("revoke", help="revoke a token by name")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=_token_revoke)
+    hashing = token.add_parser("hash", help="print the hash to put in a config file")
+    hashing.add_argument("token")
+    hashing.set_defaults(run=lambda a: print(hash_token(a.token)) or 0)
+    for sub in (create, listing, revoke):
+        sub.add_argument("--config", help="TOML configuration file")
+        sub.add_argument("--file", help="tokens file (default: tokens_file setting, or "
+                                        f"{default_tokens_file()})")
+    return parser
+
+
+def _load(args: argparse.Namespace, **overrides: Any) -> settings_mod.Settings:
+    return settings_mod.load(getattr(args, "config", None), overrides=overrides)
+
+
+def _tokens_file(args: argparse.Namespace, settings: settings_mod.Settings) -> Path:
+    return Path(args.file or settings.tokens_file or default_tokens_file())
+
+
+# serve ------------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import Gateway
+    from .embedded import EmbeddedRedis, EmbeddedRedisError
+
+    overrides: dict[str, Any] = {"redis": args.redis, "host": args.host, "port": args.port}
+    settings = _load(args, **overrides)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.tokens_file:
+        overrides["tokens_file"] = str(default_tokens_file())
+    embedded = None
+    if not settings.backends["default"].url:
+        embedded = EmbeddedRedis()
+        try:
+            overrides["redis"] = embedded.start()
+        except EmbeddedRedisError as exc:
+            print(f"redis-gateway: {exc}", file=sys.stderr)
+            return 1
+        log.warning("no Redis configured: started an embedded Redis (%s) at %s; "
+                    "its data is NOT kept when the gateway stops", embedded.origin,
+                    overrides["redis"])
+    settings = _load(args, **overrides)
+
+    extra: list[TokenRecord] = []
+    dev_token = None
+    if TokenStore(settings).empty:
+        # Nothing configured: a token for this run only, admin on a throwaway Redis,
+        # read-write (dangerous commands closed) on a real one.
+        dev_token = new_token()
+        rules = "admin" if embedded else "read-write"
+        extra.append(TokenRecord(name="development", hash=hash_token(dev_token), rules=rules))
+    gateway = Gateway(settings, extra_tokens=extra,
+                      on_shutdown=embedded.stop if embedded else None)
+    base = f"http://{_display_host(settings.host)}:{settings.port}{settings.base_path}"
+    print(f"redis-gateway listening on {base}", flush=True)
+    print(f"  Redis: {gateway.backends['default'].label}"
+          + (" (embedded, not persisted)" if embedded else ""), flush=True)
+    if dev_token:
+        print(f"  token (this run only, {extra[0].rules}): {dev_token}", flush=True)
+        print(f"  try: curl -H 'Authorization: Bearer {dev_token}' {base}/ping", flush=True)
+    else:
+        print(f"  tokens: from configuration and {settings.tokens_file}", flush=True)
+    loop = "uvloop" if _has("uvloop") else "asyncio"
+    config = uvicorn.Config(
+        gateway, host=settings.host, port=settings.port, loop=loop,
+        http="httptools" if _has("httptools") else "h11", lifespan="on",
+        access_log=False, log_level=settings.log_level, server_header=False,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if embedded:
+            embedded.stop()
+    return 0
+
+
+def _display_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# tokens ----------------------------------------------------------------------------
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_expiry(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    now = now or dt.datetime.now(dt.UTC)
+    match = _DURATION.match(text.strip())
+    if match:
+        return now + dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise GatewayError(f"--expires '{text}': use ISO 8601 (2027-01-31T00:00:00Z) or a "
+                           "duration such as 30d, 12h, 45m") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    token = new_token()
+    expires = parse_expiry(args.expires).isoformat() if args.expires else None
+    record = TokenRecord(
+        name=args.name, hash=hash_token(token), rules=args.rules, expires=expires,
+        backend=args.backend, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    check_record(record, settings.backends)
+    if settings.token_store == "redis":
+        assert settings.token_store_secret
+        records = asyncio.run(_redis_tokens(settings))
+        if any(r.name == args.name for r in records):
+            raise GatewayError(f"a token named '{args.name}' exists; revoke it first")
+        asyncio.run(_redis_call(settings, [b"HSET", REDIS_TOKENS_KEY, record.hash.encode(),
+                                           sign_record(record, settings.token_store_secret)]))
+        where = "Redis"
+    else:
+        path = _tokens_file(args, settings)
+        records = read_tokens_file(path)
+        if any(r.name == args.name for r in records):
+            raise GatewayError(f"a token named '{args.name}' exists in {path}; revoke it first")
+        write_tokens_file(path, [*records, record])
+        where = str(path)
+    print(token)
+    print(f"created token '{args.name}' ({args.rules}"
+          + (f", expires {expires}" if expires else "") + f") in {where}; "
+          "it is shown only now", file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings.token_store == "redis":
+        records = asyncio.run(_redis_tokens(settings))
+    else:
+        records = read_tokens_file(_tokens_file(args, settings))
+    configured = [TokenRecord(t.name, t.hash, t.rules,
+                              t.expires.isoformat() if t.expires else None, t.backend)
+                  for t in settings.tokens]
+    now = dt.datetime.now(dt.UTC)
+    print(f"{'NAME':20} {'RULES':30} {'BACKEND':10} {'EXPIRES':26} SOURCE")
+    for source, items in (("config", configured), (settings.token_store, records)):
+        for r in items:
+            expiry = r.expiry()
+            state = (expiry.isoformat(timespec="seconds") if expiry else "never") + (
+                " (expired)" if expiry and expiry <= now else "")
+            print(f"{r.name:20} {r.rules:30} {r.backend:10} {state:26} {source}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings.token_store == "redis":
+        records = asyncio.run(_redis_tokens(settings))
+        match = [r for r in records if r.name == args.name]
+        if not match:
+            raise GatewayError(f"no token named '{args.name}' in Redis")
+        asyncio.run(_redis_call(settings, [b"HDEL", REDIS_TOKENS_KEY,
+                                           *(r.hash.encode() for r in match)]))
+    else:
+        path = _tokens_file(args, settings)
+        records = read_tokens_file(path)
+        kept = [r for r in records if r.name != args.name]
+        if len(kept) == len(records):
+            raise GatewayError(f"no token named '{args.name}' in {path}")
+        write_tokens_file(path, kept)
+    print(f"revoked token '{args.name}'", file=sys.stderr)
+    return 0
+
+
+async def _redis_call(settings: settings_mod.Settings, argv: list[bytes]) -> Any:
+    from .backend import StandaloneBackend
+
+    backend = StandaloneBackend("default", settings.backends["default"], settings.limits)
+    try:
+        (reply,) = await backend.run([argv])
+        return reply
+    finally:
+        await backend.close()
+
+
+async def _redis_tokens(settings: settings_mod.Settings) -> list[TokenRecord]:
+    assert settings.token_store_secret
+    flat = await _redis_call(settings, [b"HGETALL", REDIS_TOKENS_KEY])
+    records = []
+    for blob in flat[1::2]:
+        record = verify_record(blob, settings.token_store_secret)
+        if record is not None:
+            records.append(record)
+    return records
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""What the connected server says about its commands: flags, ACL categories, keys.
+
+The table is read from the live server (``COMMAND INFO``) rather than written down
+here, so a newer Redis, Valkey or a module's commands are classified correctly
+without a release of the gateway. Key positions come from the server's key specs
+(Redis 7+) or its legacy first/last/step triple (Redis 6), and where neither can
+name the keys (``SORT ... STORE``, a script's keys) the server is asked per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Key-spec flags that mean the command reads, or writes, the key's value.
+READ_FLAGS = frozenset({"access"})
+WRITE_FLAGS = frozenset({"insert", "delete", "update"})
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    flags: frozenset[str]
+    begin: tuple[Any, ...]  # ("index", pos) | ("keyword", word, startfrom) | ("unknown",)
+    find: tuple[Any, ...]  # ("range", lastkey, step, limit) | ("keynum", idx, first, step)
+
+    @property
+    def known(self) -> bool:
+        return self.begin[0] != "unknown" and self.find[0] != "unknown" and (
+            "incomplete" not in self.flags
+        )
+
+
+@dataclass(frozen=True)
+class CommandInfo:
+    name: str  # lower case; "config|get" for a subcommand
+    arity: int
+    flags: frozenset[str]
+    categories: frozenset[str]  # without the '@'
+    first: int
+    last: int
+    step: int
+    key_specs: tuple[KeySpec, ...] = ()
+    subcommands: dict[str, CommandInfo] = field(default_factory=dict)
+
+    @property
+    def keys_need_server(self) -> bool:
+        """True when only the server can say which arguments are keys."""
+        if self.key_specs:
+            return not all(spec.known for spec in self.key_specs)
+        return "movablekeys" in self.flags
+
+    def arity_ok(self, argc: int) -> bool:
+        return argc == self.arity if self.arity >= 0 else argc >= -self.arity
+
+    def keys(self, argv: Sequence[bytes]) -> list[tuple[bytes, frozenset[str]]]:
+        """The keys in ``argv`` with the flags that say how each is used.
+
+        Only valid when ``keys_need_server`` is false and the arity was checked.
+        Without key specs (Redis 6) a key is reported as both read and written.
+        """
+        if self.key_specs:
+            found: list[tuple[bytes, frozenset[str]]] = []
+            for spec in self.key_specs:
+                if "not_key" in spec.flags:
+                    continue
+                found += [(argv[i], spec.flags) for i in _spec_positions(spec, argv)]
+            return found
+        if self.first <= 0:
+            return []
+        last = self.last if self.last >= 0 else len(argv) + self.last
+        both = READ_FLAGS | WRITE_FLAGS
+        return [(argv[i], both) for i in range(self.first, min(last, len(argv) - 1) + 1,
+                                                 self.step or 1)]
+
+
+def _spec_positions(spec: KeySpec, argv: Sequence[bytes]) -> range:
+    argc = len(argv)
+    if spec.begin[0] == "index":
+        start = spec.begin[1]
+    else:
+        word = spec.begin[1].lower()
+        startfrom = spec.begin[2]
+        if startfrom >= 0:
+            indexes = range(startfrom, argc)
+        else:
+            indexes = range(argc + startfrom, 0, -1)
+        start = next((i + 1 for i in indexes if argv[i].lower() == word), 0)
+        if not start:
+            return range(0)
+    if start >= argc:
+        return range(0)
+    if spec.find[0] == "range":
+        lastkey, step, limit = spec.find[1:]
+        if lastkey >= 0:
+            last = start + lastkey
+        elif limit > 1:
+            last = start + (argc - start) // limit - 1
+        else:
+            last = argc + lastkey
+        return range(start, min(last, argc - 1) + 1, step or 1)
+    keynumidx, firstkey, step = spec.find[1:]
+    try:
+        count = int(argv[start + keynumidx])
+    except (IndexError, ValueError):
+        raise ValueError("numkeys is not an integer") from None
+    first = start + firstkey
+    if count < 0 or first + (count - 1) * step >= argc:
+        raise ValueError("numkeys is out of range")
+    return range(first, first + count * step, step)
+
+
+class CommandTable:
+    """The server's commands by lower-case name."""
+
+    def __init__(self, commands: dict[str, CommandInfo]) -> None:
+        self.commands = commands
+
+    @classmethod
+    def from_command_info(cls, reply: list[Any]) -> CommandTable:
+        table: dict[str, CommandInfo] = {}
+        for entry in reply:
+            if entry:  # COMMAND INFO answers nil for a name it does not know
+                info = _parse_entry(entry)
+                table[info.name] = info
+        return cls(table)
+
+    def lookup(self, argv: Sequence[bytes]) -> CommandInfo | None:
+        """The command, or its subcommand when it has one that ``argv[1]`` names."""
+        info = self.commands.get(argv[0].decode("utf-8", "replace").lower())
+        if info is None or not info.subcommands or len(argv) < 2:
+            return info
+        sub = info.name + "|" + argv[1].decode("utf-8", "replace").lower()
+        return info.subcommands.get(sub, info)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: list[Any]) -> dict[str, Any]:
+    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+
+
+def _parse_spec(flat: list[Any]) -> KeySpec:
+    spec = _pairs(flat)
+    begin = _pairs(spec.get("begin_search", []))
+    find = _pairs(spec.get("find_keys", []))
+    begin_args = _pairs(begin.get("spec", []) or [])
+    find_args = _pairs(find.get("spec", []) or [])
+    begin_type = _text(begin.get("type", b"unknown"))
+    find_type = _text(find.get("type", b"unknown"))
+    if begin_type == "index":
+        begin_t: tuple[Any, ...] = ("index", int(begin_args["index"]))
+    elif begin_type == "keyword":
+        begin_t = ("keyword", begin_args["keyword"], int(begin_args["startfrom"]))
+    else:
+        begin_t = ("unknown",)
+    if find_type == "range":
+        find_t: tuple[Any, ...] = (
+            "range", int(find_args["lastkey"]), int(find_args["keystep"]),
+            int(find_args["limit"]),
+        )
+    elif find_type == "keynum":
+        find_t = (
+            "keynum", int(find_args["keynumidx"]), int(find_args["firstkey"]),
+            int(find_args["keystep"]),
+        )
+    else:
+        find_t = ("unknown",)
+    flags = frozenset(_text(f).lower() for f in spec.get("flags", []))
+    return KeySpec(flags, begin_t, find_t)
+
+
+def _parse_entry(entry: list[Any]) -> CommandInfo:
+    name = _text(entry[0]).lower()
+    categories = frozenset(_text(c).lstrip("@").lower() for c in entry[6]) if len(entry) > 6 \
+        else frozenset()
+    specs = tuple(_parse_spec(s) for s in entry[8]) if len(entry) > 8 else ()
+    subs = {}
+    if len(entry) > 9:
+        for sub in entry[9]:
+            info = _parse_entry(sub)
+            subs[info.name] = info
+    return CommandInfo(
+        name=name,
+        arity=int(entry[1]),
+        flags=frozenset(_text(f).lower() for f in entry[2]),
+        categories=categories,
+        first=int(entry[3]),
+        last=int(entry[4]),
+        step=int(entry[5]),
+        key_specs=specs,
+        subcommands=subs,
+    )

@@ -1,0 +1,79 @@
+"""The one error model. Every front door maps these kinds to its own wire shape.
+
+A Redis error reply (``-ERR ...``) is not an exception here: it is a value
+(``hiredis.ReplyError``) that travels with the other replies, because inside a
+pipeline it is one item among many. The exceptions below are what the gateway
+itself refuses or fails at.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class. ``kind`` names the error for every front door; ``status`` is its HTTP code."""
+
+    kind = "InternalError"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(GatewayError):
+    """The request is malformed: bad JSON, wrong shape, unknown command, wrong endpoint."""
+
+    kind = "BadRequest"
+    status = 400
+
+
+class Unauthorized(GatewayError):
+    """No token, an unknown token, or an expired or revoked one."""
+
+    kind = "Unauthorized"
+    status = 401
+
+
+class Forbidden(GatewayError):
+    """The token's rules do not allow this command or these keys."""
+
+    kind = "Forbidden"
+    status = 403
+
+
+class NotFound(GatewayError):
+    kind = "NotFound"
+    status = 404
+
+
+class MethodNotAllowed(GatewayError):
+    kind = "MethodNotAllowed"
+    status = 405
+
+
+class LimitExceeded(GatewayError):
+    """A configured limit was passed: body size, commands per batch, reply size."""
+
+    kind = "LimitExceeded"
+    status = 413
+
+
+class RedisUnavailable(GatewayError):
+    """Redis cannot be reached, or no connection is free; the request was not run."""
+
+    kind = "RedisUnavailable"
+    status = 503
+
+
+class CommandTimeout(GatewayError):
+    """Redis did not answer in time; the command may or may not have run."""
+
+    kind = "Timeout"
+    status = 504
+
+
+class RedisCommandError(GatewayError):
+    """A single command's Redis error reply, raised where one reply is expected (status 400)."""
+
+    kind = "RedisError"
+    status = 400

@@ -1,0 +1,173 @@
+"""The REST front door, wire-compatible with the Upstash REST API.
+
+- ``POST /`` with ``["SET", "k", "v"]``: one command.
+- ``GET|POST|PUT /set/k/v?EX=100``: one command in the path; each segment is one
+  percent-decoded argument, a POST/PUT body is appended as the last argument as raw
+  bytes, then each query pair ``K=V`` adds ``K`` and ``V`` (a bare ``?NX`` adds ``NX``).
+- ``POST /pipeline``, ``POST /multi-exec``: arrays of commands.
+
+Answers are ``{"result": ...}`` or ``{"error": "..."}`` (arrays of them for batches).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from .auth import Principal
+from .codec import Encoder
+from .errors import BadRequest, GatewayError, MethodNotAllowed, RedisCommandError
+from .executor import Executor
+from .http import JSON_TYPE, Headers, Receive, Scope, json_body, query_pairs, read_body
+from .resp import ReplyError, encode_resp2
+
+_RESP_TYPE = (b"content-type", b"application/octet-stream")
+_BATCH_PATHS = {"/pipeline": "pipeline", "/multi-exec": "multi-exec"}
+
+
+class Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: Headers) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+
+class RestApi:
+    def __init__(
+        self, executor: Executor, max_body_bytes: int, max_reply_bytes: int, base_path: str
+    ) -> None:
+        self._executor = executor
+        self._base_path = base_path.encode()
+        self._max_body = max_body_bytes
+        self._max_reply = max_reply_bytes
+
+    async def handle(
+        self, scope: Scope, receive: Receive, principal: Principal, path: str, method: str
+    ) -> Response:
+        base64, resp2 = _formats(scope)
+        batch = _BATCH_PATHS.get("/" + path.lstrip("/")) if path.startswith("//") else \
+            _BATCH_PATHS.get(path)
+        if batch is not None:
+            if method != "POST":
+                raise MethodNotAllowed(f"{method} is not allowed on /{batch}; use POST")
+            commands = _parse_batch(await read_body(scope, receive, self._max_body))
+            if batch == "multi-exec":
+                replies = await self._executor.transaction(principal, commands)
+                return self._json_items(replies, base64)
+            replies = await self._executor.pipeline(principal, commands, typed=resp2)
+            if resp2:
+                return Response(200, b"".join(_resp2_item(r) for r in replies), [_RESP_TYPE])
+            return self._json_items(replies, base64)
+        if path == "/":
+            if method != "POST":
+                raise MethodNotAllowed(
+                    f"{method} / has no command; POST a JSON array such as [\"GET\", \"key\"] "
+                    "or put the command in the path, e.g. GET /get/key"
+                )
+            argv = _parse_command(await read_body(scope, receive, self._max_body))
+        else:
+            argv = await self._path_command(scope, receive, method)
+        reply = await self._executor.execute(principal, argv, typed=resp2)
+        status = 400 if isinstance(reply, ReplyError) else 200
+        if resp2:
+            return Response(status, encode_resp2(reply), [_RESP_TYPE])
+        if isinstance(reply, ReplyError):
+            raise RedisCommandError(str(reply))
+        encoder = Encoder(base64, self._max_reply)
+        return Response(200, json_body({"result": encoder.value(reply)}), [JSON_TYPE])
+
+    async def _path_command(self, scope: Scope, receive: Receive, method: str) -> list[bytes]:
+        # The raw path keeps %2F inside a segment apart from the '/' between segments.
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        raw = raw.split(b"?", 1)[0][len(self._base_path):]
+        argv = [unquote_to_bytes(seg) for seg in raw[1:].split(b"/")]
+        if method in ("POST", "PUT"):
+            body = await read_body(scope, receive, self._max_body)
+            if body:
+                argv.append(body)
+        for key, value in query_pairs(scope):
+            if key == b"_token":
+                continue
+            argv.append(key)
+            if value is not None:
+                argv.append(value)
+        return argv
+
+    def _json_items(self, replies: Sequence[Any], base64: bool) -> Response:
+        encoder = Encoder(base64, self._max_reply)
+        return Response(200, json_body([encoder.item(r) for r in replies]), [JSON_TYPE])
+
+
+def _formats(scope: Scope) -> tuple[bool, bool]:
+    """(base64 strings?, raw RESP2 answer?) from the request's headers."""
+    base64 = resp2 = False
+    for key, value in scope["headers"]:
+        if key == b"upstash-encoding":
+            base64 = value.strip().lower() == b"base64"
+        elif key == b"upstash-response-format":
+            fmt = value.strip().lower()
+            if fmt not in (b"json", b"resp2"):
+                raise BadRequest("Upstash-Response-Format must be 'json' or 'resp2'")
+            resp2 = fmt == b"resp2"
+    if base64 and resp2:
+        raise BadRequest("Upstash-Encoding: base64 cannot be combined with "
+                         "Upstash-Response-Format: resp2 (RESP is binary already)")
+    return base64, resp2
+
+
+def _resp2_item(reply: Any) -> bytes:
+    if isinstance(reply, GatewayError):
+        return b"-" + reply.message.encode() + b"\r\n"
+    return encode_resp2(reply)
+
+
+def _load_json(body: bytes) -> Any:
+    if not body.strip():
+        raise BadRequest("the request body is empty: send a JSON array")
+    try:
+        # Floats keep their exact text: "1e3" must reach Redis as 1e3, not 1000.0.
+        return json.loads(body, parse_float=str, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a command")
+
+
+def _argument(value: Any, where: str) -> bytes:
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(f"{where} is not valid Unicode (a lone surrogate escape); "
+                             "send binary values as a raw body in the path style") from None
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, int):
+        return b"%d" % value
+    kind = "null" if value is None else ("an array" if isinstance(value, list) else "an object")
+    raise BadRequest(f"{where} is {kind}; each argument must be a string, number or boolean")
+
+
+def _to_argv(value: Any, where: str) -> list[bytes]:
+    if not isinstance(value, list):
+        raise BadRequest(f"{where} must be a JSON array such as [\"SET\", \"key\", \"value\"]")
+    if not value:
+        raise BadRequest(f"{where} is an empty array: its first element must be a command name")
+    return [_argument(v, f"{where}, element {i + 1},") for i, v in enumerate(value)]
+
+
+def _parse_command(body: bytes) -> list[bytes]:
+    return _to_argv(_load_json(body), "the command")
+
+
+def _parse_batch(body: bytes) -> list[list[bytes]]:
+    data = _load_json(body)
+    if not isinstance(data, list) or not all(isinstance(c, list) for c in data):
+        raise BadRequest(
+            "expected an array of command arrays such as [[\"SET\",\"k\",\"v\"],[\"GET\",\"k\"]]"
+        )
+    return [_to_argv(c, f"command {i + 1}") for i, c in enumerate(data)]

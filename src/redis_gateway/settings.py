@@ -1,0 +1,263 @@
+"""One typed configuration, read from a TOML file and ``REDIS_GATEWAY_*`` variables.
+
+Precedence: defaults < TOML file < environment < command-line flags. Every value is
+checked when the gateway starts; a wrong one stops it with a message that names the
+key and says what is allowed, so a typo never silently falls back to a default.
+
+Environment names: ``REDIS_GATEWAY_<KEY>``, with ``__`` between section and key,
+e.g. ``REDIS_GATEWAY_LIMITS__COMMAND_TIMEOUT=5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "REDIS_GATEWAY_"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """One Redis server (or later, one topology) that tokens can be pointed at."""
+
+    url: str = ""
+    username: str | None = None
+    password: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_check_hostname: bool = True
+    # Shared connections that carry every non-blocking command back to back.
+    connections: int = 1
+    # Connections reserved one request at a time: transactions and blocking commands.
+    max_dedicated_connections: int = 32
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_commands: int = 1000
+    max_reply_bytes: int = 16 * 1024 * 1024
+    command_timeout: float = 10.0
+    max_block_seconds: float = 10.0
+    connect_timeout: float = 2.0
+    # After a failed connect, requests fail at once for this long instead of each
+    # waiting for its own connect attempt.
+    reconnect_backoff: float = 0.5
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """A token declared in configuration. Only its hash is ever written down."""
+
+    name: str = ""
+    hash: str = ""
+    rules: str = "read-write"
+    expires: dt.datetime | None = None
+    backend: str = "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8079
+    # URL of the default backend; empty means start the embedded Redis.
+    redis: str = ""
+    base_path: str = ""
+    cors_origins: list[str] = field(default_factory=lambda: ["*"])
+    log_level: str = "info"
+    # Where `redis-gateway token create` keeps tokens (hashes only); "" disables the file.
+    tokens_file: str = ""
+    # "redis": tokens also live in the default backend, shared by all gateway instances.
+    token_store: str = "file"
+    # Signs token records kept in Redis, so a client that can write keys cannot mint tokens.
+    token_store_secret: str | None = None
+    # Seconds a token looked up in Redis is trusted before it is read again.
+    token_cache_seconds: float = 5.0
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    backends: dict[str, BackendSettings] = field(default_factory=dict)
+    tokens: list[TokenSettings] = field(default_factory=list)
+
+    def backend(self, name: str) -> BackendSettings:
+        return self.backends[name]
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "token_store": ("file", "redis"),
+    "log_level": ("critical", "error", "warning", "info", "debug"),
+}
+
+
+def load(
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build validated settings from a TOML file, the environment and explicit overrides."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"environment variable {name}: '{key}' is not a section")
+        node[keys[-1]] = value
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    settings = _build(Settings, data, "")
+    return _finish(settings)
+
+
+def _finish(settings: Settings) -> Settings:
+    for key, allowed in _CHOICES.items():
+        value = getattr(settings, key)
+        if value not in allowed:
+            raise SettingsError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
+    if settings.base_path and (
+        not settings.base_path.startswith("/") or settings.base_path.endswith("/")
+    ):
+        raise SettingsError("base_path: must start with '/' and not end with '/', e.g. '/redis'")
+    if not 0 < settings.port < 65536:
+        raise SettingsError(f"port: {settings.port} is not between 1 and 65535")
+    limits = settings.limits
+    for f in dataclasses.fields(limits):
+        if getattr(limits, f.name) <= 0:
+            raise SettingsError(f"limits.{f.name}: must be greater than 0")
+    backends = dict(settings.backends)
+    default = backends.get("default", BackendSettings())
+    if settings.redis:
+        default = dataclasses.replace(default, url=settings.redis)
+    backends["default"] = default
+    for name, backend in backends.items():
+        if backend.url and not backend.url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"backends.{name}.url: '{backend.url}' must start with redis://, rediss:// "
+                "or unix://"
+            )
+        if name != "default" and not backend.url:
+            raise SettingsError(f"backends.{name}.url: is required")
+        if backend.connections < 1 or backend.max_dedicated_connections < 1:
+            raise SettingsError(f"backends.{name}: connection counts must be at least 1")
+    for i, token in enumerate(settings.tokens):
+        where = f"tokens[{i}]"
+        if not token.name:
+            raise SettingsError(f"{where}.name: is required")
+        if not token.hash.startswith("sha256:") or len(token.hash) != 7 + 64:
+            raise SettingsError(
+                f"{where}.hash: must be 'sha256:<64 hex digits>' "
+                "(make one with `redis-gateway token hash`)"
+            )
+        if token.backend not in backends:
+            raise SettingsError(
+                f"{where}.backend: '{token.backend}' is not one of {', '.join(sorted(backends))}"
+            )
+    if settings.token_store == "redis" and not settings.token_store_secret:
+        raise SettingsError("token_store_secret: is required when token_store is 'redis'")
+    return dataclasses.replace(settings, backends=backends)
+
+
+def _build(cls: type[Any], data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where or 'config'}: expected a table, got {_kind(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise SettingsError(
+                f"{where}{key}: unknown setting; allowed here: {', '.join(names)}"
+            )
+        kwargs[key] = _convert(hints[key], value, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if value is None or value == "":
+            return None
+        return _convert(inner[0], value, where)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where + ".")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where}: expected a table, got {_kind(value)}")
+        return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        if isinstance(value, str):  # from the environment: comma-separated
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise SettingsError(f"{where}: expected a list, got {_kind(value)}")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false",
+                                                        "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise SettingsError(f"{where}: expected true or false, got {value!r}")
+    if hint is int or hint is float:
+        if isinstance(value, bool):
+            raise SettingsError(f"{where}: expected a number, got a boolean")
+        try:
+            number = hint(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+        if hint is int and isinstance(value, float) and value != number:
+            raise SettingsError(f"{where}: expected a whole number, got {value!r}")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"{where}: expected a string, got {_kind(value)}")
+        return value
+    if hint is dt.datetime:
+        return _datetime(value, where)
+    raise SettingsError(f"{where}: unsupported setting type {hint!r}")  # pragma: no cover
+
+
+def _datetime(value: Any, where: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise SettingsError(
+                f"{where}: expected an ISO 8601 time such as 2027-01-31T00:00:00Z, got {value!r}"
+            ) from None
+    else:
+        raise SettingsError(f"{where}: expected a date-time, got {_kind(value)}")
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
