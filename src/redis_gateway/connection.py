@@ -240,8 +240,10 @@ async def _handshake(conn: Connection, address: Address, timeout: float, resp3: 
         )
     if address.db:
         commands.append(["SELECT", address.db])
-    if not commands:
-        return
+    # A round trip even when there is nothing to set up: a server that accepts the TCP
+    # connection but is stuck (SIGSTOP, overloaded) must fail the connect, not the
+    # requests queued on it later.
+    commands.append(["PING"])
     payload = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
     replies = await conn.send(payload, len(commands), timeout)
     for reply in replies:

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from support import GatewayProcess, RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def gateway(redis_server: RedisServer) -> Iterator[GatewayProcess]:
+    """A gateway on the session's Redis, with tokens 'admin', 'rw' and 'ro'."""
+    gw = GatewayProcess(redis_server.url, rules={
+        "admin": "admin",
+        "rw": "read-write",
+        "ro": "read-only",
+        "scoped": "read-write resetkeys ~app:* %R~shared:*",
+        "nohash": "read-write -@hash",
+        "configget": "+@all -@admin +config|get allkeys",
+    }).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def admin(gateway: GatewayProcess) -> Iterator[httpx.Client]:
+    with gateway.client("admin") as client:
+        yield client
