@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 
@@ -216,3 +217,30 @@ def test_head_is_get_without_body(admin: httpx.Client) -> None:
     r = admin.head("/echo/hello")
     assert r.status_code == 200 and r.content == b""
     assert int(r.headers["content-length"]) == len(b'{"result":"hello"}')
+
+
+async def test_concurrent_transactions_stay_atomic_and_apart(gateway: GatewayProcess) -> None:
+    """Many transactions at once, each on its own connection: no reply crosses over."""
+    k = key("ctx")
+    headers = {"Authorization": f"Bearer {gateway.tokens['admin']}"}
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, limits=limits,
+                                 timeout=30) as client:
+
+        async def one(i: int) -> list[dict[str, object]]:
+            response = await client.post("/multi-exec", json=[
+                ["INCR", k], ["RPUSH", k + ":log", f"tx{i}"], ["GET", k], ["ECHO", f"tx{i}"],
+            ])
+            assert response.status_code == 200, response.text
+            items: list[dict[str, object]] = response.json()
+            return items
+
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+    counters = []
+    for i, items in enumerate(results):
+        assert items[3] == {"result": f"tx{i}"}
+        assert items[2] == {"result": str(items[0]["result"])}  # nothing ran in between
+        counters.append(items[0]["result"])
+    assert sorted(counters) == list(range(1, 201))
+    with gateway.client() as c:
+        assert c.post("/", json=["LLEN", k + ":log"]).json() == {"result": 200}
