@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from redis_gateway.auth import new_token
+
 from support import GatewayProcess, RedisServer
 
 

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from support import GatewayProcess
 
 JS_DIR = Path(__file__).parent / "js"

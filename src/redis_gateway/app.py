@@ -29,7 +29,7 @@ from .http import (
     json_body,
     respond,
 )
-from .rest import RestApi, Response
+from .rest import Response, RestApi
 from .settings import Settings
 
 log = logging.getLogger("redis_gateway")

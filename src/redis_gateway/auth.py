@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import time
@@ -31,6 +32,8 @@ from typing import Any
 from .errors import BadRequest, RedisUnavailable, Unauthorized
 from .policy import Policy, RuleError, parse
 from .settings import Settings
+
+log = logging.getLogger("redis_gateway.auth")
 
 TOKEN_PREFIX = "rgw_"
 REDIS_TOKENS_KEY = b"redis-gateway:tokens"
@@ -184,7 +187,19 @@ class TokenStore:
             self._file_records, self._file_mtime = {}, None
             return
         if mtime != self._file_mtime:
-            self._file_records = {r.hash: r for r in read_tokens_file(self._file)}
+            self._file_records = {}
+            try:
+                records = read_tokens_file(self._file)
+            except (ValueError, TypeError) as exc:
+                log.error("tokens file %s is unreadable, ignoring it: %s", self._file, exc)
+                records = []
+            for record in records:
+                try:
+                    check_record(record, self._settings.backends)
+                except BadRequest as exc:
+                    log.error("tokens file %s: skipping %s", self._file, exc.message)
+                    continue
+                self._file_records[record.hash] = record
             self._file_mtime = mtime
 
     async def _from_redis(self, token_hash: str) -> TokenRecord | None:

@@ -53,7 +53,7 @@ class Backend(Protocol):
 
 
 def pack(commands: Sequence[Argv]) -> bytes:
-    return b"".join([hiredis.pack_command(tuple(c)) for c in commands])
+    return b"".join([hiredis.pack_command(tuple(c)) for c in commands])  # type: ignore[arg-type]
 
 
 class StandaloneBackend:
@@ -129,11 +129,9 @@ class StandaloneBackend:
     # Backend interface ---------------------------------------------------------
     async def command_table(self) -> CommandTable:
         if self._table is None:
-            (reply,) = await self.run([[b"COMMAND", b"INFO"]])
-            if isinstance(reply, hiredis.ReplyError) or not isinstance(reply, list):
-                # Redis before 7 does not know COMMAND INFO without names.
-                (reply,) = await self.run([[b"COMMAND"]])
-            if not isinstance(reply, list):
+            # Plain COMMAND is COMMAND INFO for every command, on Redis 6 as on 7+.
+            (reply,) = await self.run([[b"COMMAND"]])
+            if not isinstance(reply, list) or not reply:
                 raise RedisUnavailable(f"Redis at {self.label} did not list its commands: "
                                        f"{reply}")
             self._table = CommandTable.from_command_info(reply)
@@ -178,7 +176,7 @@ class StandaloneBackend:
             (reply,) = await self.run([[b"PING"]])
         except (RedisUnavailable, TimeoutError):
             return False
-        return reply == b"PONG"
+        return bool(reply == b"PONG")
 
     async def close(self) -> None:
         for conn in [*self._shared, self._typed, *self._idle[False], *self._idle[True]]:

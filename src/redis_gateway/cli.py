@@ -142,6 +142,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        return 130
     finally:
         if embedded:
             embedded.stop()

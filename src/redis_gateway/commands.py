@@ -81,10 +81,8 @@ def _spec_positions(spec: KeySpec, argv: Sequence[bytes]) -> range:
     else:
         word = spec.begin[1].lower()
         startfrom = spec.begin[2]
-        if startfrom >= 0:
-            indexes = range(startfrom, argc)
-        else:
-            indexes = range(argc + startfrom, 0, -1)
+        # A negative start searches backwards from the end, as Redis does.
+        indexes = range(startfrom, argc) if startfrom >= 0 else range(argc + startfrom, 0, -1)
         start = next((i + 1 for i in indexes if argv[i].lower() == word), 0)
         if not start:
             return range(0)

@@ -140,7 +140,7 @@ class Connection(asyncio.Protocol):
         return future
 
     async def call(self, *args: bytes | str | int, timeout: float) -> Any:
-        replies = await self.send(hiredis.pack_command(args), 1, timeout)
+        replies = await self.send(hiredis.pack_command(args), 1, timeout)  # type: ignore[arg-type]
         return replies[0]
 
     def close(self, reason: str = "closed by the gateway") -> None:
@@ -244,7 +244,7 @@ async def _handshake(conn: Connection, address: Address, timeout: float, resp3: 
     # connection but is stuck (SIGSTOP, overloaded) must fail the connect, not the
     # requests queued on it later.
     commands.append(["PING"])
-    payload = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
+    payload = b"".join(hiredis.pack_command(tuple(c)) for c in commands)  # type: ignore[arg-type]
     replies = await conn.send(payload, len(commands), timeout)
     for reply in replies:
         if isinstance(reply, hiredis.ReplyError):

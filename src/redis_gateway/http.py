@@ -52,9 +52,9 @@ def bearer_token(scope: Scope) -> str | None:
     """The token from ``Authorization: Bearer`` or, failing that, ``?_token=``."""
     auth = header(scope, b"authorization")
     if auth is not None:
-        scheme, _, value = auth.decode("latin-1").strip().partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+        scheme, _, credentials = auth.decode("latin-1").strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
     for key, value in query_pairs(scope):
         if key == b"_token" and value:
             return value.decode("utf-8", "replace")

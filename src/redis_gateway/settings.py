@@ -204,7 +204,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if value is None or value == "":
             return None
         return _convert(inner[0], value, where)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where + ".")
     if origin is dict:
         if not isinstance(value, dict):

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs the linters and the whole test suite.
+# Usage: scripts/test.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet -e '.[test]'
+
+# The tests start their own redis-server processes on free ports.
+if ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "redis-server is needed for the tests: install it (e.g. apt-get install redis-server)" >&2
+        exit 1
+    fi
+fi
+# The @upstash/redis SDK test runs under Node.js.
+if command -v npm >/dev/null; then
+    npm ci --prefix tests/js --no-audit --no-fund --silent
+else
+    echo "npm not found: the @upstash/redis SDK test will be skipped" >&2
+fi
+
+.venv/bin/ruff check src tests bench
+.venv/bin/mypy
+exec .venv/bin/pytest -q "$@"
