@@ -123,6 +123,10 @@ class Connection(asyncio.Protocol):
         return self._transport is not None and self._lost is None
 
     @property
+    def lost_reason(self) -> str | None:
+        return self._lost
+
+    @property
     def load(self) -> int:
         return len(self._pending)
 
@@ -245,7 +249,12 @@ async def _handshake(conn: Connection, address: Address, timeout: float, resp3: 
     # requests queued on it later.
     commands.append(["PING"])
     payload = b"".join(hiredis.pack_command(tuple(c)) for c in commands)  # type: ignore[arg-type]
-    replies = await conn.send(payload, len(commands), timeout)
+    try:
+        replies = await conn.send(payload, len(commands), timeout)
+    except RedisUnavailable:  # e.g. TLS refused after the handshake: no command ran
+        raise RedisUnavailable(
+            f"cannot reach Redis at {address.display()}: {conn.lost_reason}"
+        ) from None
     for reply in replies:
         if isinstance(reply, hiredis.ReplyError):
             conn.close()
