@@ -27,6 +27,6 @@ else
     echo "npm not found: the @upstash/redis SDK test will be skipped" >&2
 fi
 
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/pytest -q "$@"
