@@ -34,12 +34,16 @@ class Backend(Protocol):
 
     async def command_table(self) -> CommandTable: ...
 
-    async def run(self, commands: Sequence[Argv], *, typed: bool = False) -> list[Any]:
-        """Run commands on a shared connection, back to back; one reply each, in order."""
+    async def run(self, commands: Sequence[Argv], *, exact: int | None = None) -> list[Any]:
+        """Run commands on a shared connection, back to back; one reply each, in order.
+
+        ``exact=2`` or ``3`` reads replies with every RESP type kept apart (``resp.py``),
+        over RESP2 or RESP3; the default reads them with hiredis, fastest.
+        """
 
     async def run_reserved(
         self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
-        typed: bool = False,
+        exact: int | None = None,
     ) -> list[Any]:
         """Run commands alone on a connection no other request uses meanwhile.
 
@@ -72,9 +76,9 @@ class StandaloneBackend:
                              settings.tls_key_file, settings.tls_check_hostname)
         self._limits = limits
         self._shared: list[Connection | None] = [None] * settings.connections
-        self._typed: Connection | None = None
-        # Idle reserved connections, by whether they use the typed reader.
-        self._idle: dict[bool, list[Connection]] = {False: [], True: []}
+        self._exact: dict[int, Connection] = {}
+        # Idle reserved connections, by reply reader (see ``run``).
+        self._idle: dict[int | None, list[Connection]] = {None: [], 2: [], 3: []}
         self._reserved = asyncio.Semaphore(settings.max_dedicated_connections)
         self._max_reserved = settings.max_dedicated_connections
         self._connect_lock = asyncio.Lock()
@@ -87,13 +91,14 @@ class StandaloneBackend:
         return self._address.display()
 
     # connections --------------------------------------------------------------
-    async def _open(self, typed: bool = False) -> Connection:
+    async def _open(self, exact: int | None = None) -> Connection:
         """Connect, failing at once while a recent attempt has just failed."""
         if time.monotonic() < self._retry_at:
             raise RedisUnavailable(self._last_failure)
         try:
             return await open_connection(
-                self._address, tls=self._tls, timeout=self._limits.connect_timeout, typed=typed
+                self._address, tls=self._tls, timeout=self._limits.connect_timeout,
+                typed=exact is not None, resp3=exact == 3,
             )
         except RedisUnavailable as exc:
             if exc.message != self._last_failure:
@@ -120,11 +125,12 @@ class StandaloneBackend:
                     log.info("reconnected to Redis at %s", self.label)
         return min((c for c in self._shared if c is not None), key=lambda c: c.load)
 
-    async def _typed_connection(self) -> Connection:
+    async def _exact_connection(self, protocol: int) -> Connection:
         async with self._connect_lock:
-            if self._typed is None or not self._typed.alive:
-                self._typed = await self._open(typed=True)
-            return self._typed
+            conn = self._exact.get(protocol)
+            if conn is None or not conn.alive:
+                conn = self._exact[protocol] = await self._open(protocol)
+            return conn
 
     # Backend interface ---------------------------------------------------------
     async def command_table(self) -> CommandTable:
@@ -137,13 +143,14 @@ class StandaloneBackend:
             self._table = CommandTable.from_command_info(reply)
         return self._table
 
-    async def run(self, commands: Sequence[Argv], *, typed: bool = False) -> list[Any]:
-        conn = await (self._typed_connection() if typed else self._shared_connection())
+    async def run(self, commands: Sequence[Argv], *, exact: int | None = None) -> list[Any]:
+        conn = await (self._shared_connection() if exact is None
+                      else self._exact_connection(exact))
         return await conn.send(pack(commands), len(commands), self._limits.command_timeout)
 
     async def run_reserved(
         self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
-        typed: bool = False,
+        exact: int | None = None,
     ) -> list[Any]:
         try:
             async with asyncio.timeout(self._limits.command_timeout):
@@ -155,12 +162,12 @@ class StandaloneBackend:
             ) from None
         conn: Connection | None = None
         try:
-            idle = self._idle[typed]
+            idle = self._idle[exact]
             while idle and conn is None:
                 candidate = idle.pop()
                 conn = candidate if candidate.alive else None
             if conn is None:
-                conn = await self._open(typed=typed)
+                conn = await self._open(exact)
             replies = await conn.send(pack(commands), len(commands), timeout)
             if reusable and conn.alive:
                 idle.append(conn)
@@ -179,7 +186,8 @@ class StandaloneBackend:
         return bool(reply == b"PONG")
 
     async def close(self) -> None:
-        for conn in [*self._shared, self._typed, *self._idle[False], *self._idle[True]]:
+        idle = [conn for conns in self._idle.values() for conn in conns]
+        for conn in [*self._shared, *self._exact.values(), *idle]:
             if conn is not None:
                 conn.close()
-        self._idle = {False: [], True: []}
+        self._idle = {None: [], 2: [], 3: []}

@@ -19,7 +19,7 @@ from typing import Any
 from hiredis import ReplyError
 
 from .errors import GatewayError, LimitExceeded
-from .resp import NULL_ARRAY, Double, Map
+from .resp import NULL_ARRAY, BigNumber, Double, Map, Push, Set, Status, Verbatim
 
 _OK = b"OK"
 
@@ -36,9 +36,7 @@ class Encoder:
 
     def value(self, reply: Any) -> Any:
         if isinstance(reply, bytes):
-            self.budget -= len(reply)
-            if self.budget < 0:
-                self._too_large()
+            self.charge(len(reply))
             if self.base64 and reply != _OK and not isinstance(reply, Double):
                 return binascii.b2a_base64(reply, newline=False).decode("ascii")
             return reply.decode("utf-8", "replace")
@@ -52,7 +50,7 @@ class Encoder:
                 flat += (self.value(key), self.value(val))
             return flat
         if isinstance(reply, list):
-            self.budget -= len(reply)
+            self.charge(len(reply))
             return [self.value(item) for item in reply]
         if isinstance(reply, ReplyError):
             return {"error": str(reply)}
@@ -68,8 +66,67 @@ class Encoder:
             return {"error": reply.message}
         return {"result": self.value(reply)}
 
-    def _too_large(self) -> None:
+    def charge(self, size: int) -> None:
+        """Count ``size`` bytes of reply; raise once the total passes the limit."""
+        self.budget -= size
+        if self.budget >= 0:
+            return
         raise LimitExceeded(
             f"the reply is larger than {self.limit} bytes (limits.max_reply_bytes); "
             "ask for less, e.g. with SCAN/HSCAN or a range"
         )
+
+
+class TypedEncoder:
+    """Replies as JSON that loses nothing redis-cli shows: every RESP type and every byte.
+
+    ``{"type": "status"|"error"|"integer"|"bulk"|"null"|"null-array"|"array"|"map"|"set"|
+    "push"|"double"|"boolean"|"bignumber"|"verbatim", "value": ...}``. Integers, doubles
+    and big numbers are strings (their exact text: JavaScript numbers lose 64-bit
+    integers). A bulk string that is not UTF-8 carries ``"base64"`` instead of ``"value"``.
+    Only replies read by ``resp.TypedReader`` have these types.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._budget = Encoder(base64=False, limit=limit)
+
+    def value(self, reply: Any) -> dict[str, Any]:
+        kind = _TYPED_KINDS.get(type(reply))
+        if kind is not None:  # Status, Double, BigNumber, Verbatim
+            self._budget.charge(len(reply))
+            out: dict[str, Any] = {"type": kind, "value": reply.decode("utf-8", "replace")}
+            if isinstance(reply, Verbatim):
+                out["format"] = reply.format
+            return out
+        if isinstance(reply, bytes):
+            self._budget.charge(len(reply))
+            try:
+                return {"type": "bulk", "value": reply.decode("utf-8")}
+            except UnicodeDecodeError:
+                return {"type": "bulk", "base64": binascii.b2a_base64(
+                    reply, newline=False).decode("ascii")}
+        if isinstance(reply, bool):
+            return {"type": "boolean", "value": reply}
+        if isinstance(reply, int):
+            return {"type": "integer", "value": str(reply)}
+        if reply is None:
+            return {"type": "null"}
+        if reply is NULL_ARRAY:
+            return {"type": "null-array"}
+        if isinstance(reply, ReplyError):
+            return {"type": "error", "value": str(reply)}
+        if isinstance(reply, GatewayError):
+            return {"type": "error", "value": reply.message}
+        if isinstance(reply, Map):
+            return {"type": "map", "value": [[self.value(k), self.value(v)] for k, v in reply]}
+        if isinstance(reply, list):
+            self._budget.charge(len(reply))
+            kind = "set" if isinstance(reply, Set) else "push" if isinstance(reply, Push) \
+                else "array"
+            return {"type": kind, "value": [self.value(item) for item in reply]}
+        raise TypeError(f"unexpected reply type {type(reply).__name__}")  # pragma: no cover
+
+
+_TYPED_KINDS: dict[type, str] = {
+    Status: "status", Double: "double", BigNumber: "bignumber", Verbatim: "verbatim",
+}

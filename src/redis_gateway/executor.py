@@ -201,20 +201,22 @@ class Executor:
     def _block_timeout(self) -> float:
         return self.limits.max_block_seconds + self.limits.command_timeout
 
-    async def execute(self, principal: Principal, argv: Argv, *, typed: bool = False) -> Any:
+    async def execute(
+        self, principal: Principal, argv: Argv, *, exact: int | None = None
+    ) -> Any:
         """One command; its reply (a Redis error reply is returned, not raised)."""
         backend = self.backend_for(principal)
         prepared = await self.prepare(principal, argv, await backend.command_table())
         if prepared.blocks:
             (reply,) = await backend.run_reserved(
-                [prepared.argv], timeout=self._block_timeout, typed=typed
+                [prepared.argv], timeout=self._block_timeout, exact=exact
             )
         else:
-            (reply,) = await backend.run([prepared.argv], typed=typed)
+            (reply,) = await backend.run([prepared.argv], exact=exact)
         return reply
 
     async def pipeline(
-        self, principal: Principal, commands: Sequence[Argv], *, typed: bool = False
+        self, principal: Principal, commands: Sequence[Argv], *, exact: int | None = None
     ) -> list[Any]:
         """Each command's reply or error in order; a refused command does not stop the rest."""
         self._check_count(commands)
@@ -231,14 +233,16 @@ class Executor:
             argvs = [p.argv for _, p in runnable]
             if any(p.blocks for _, p in runnable):
                 replies = await backend.run_reserved(argvs, timeout=self._block_timeout,
-                                                     typed=typed)
+                                                     exact=exact)
             else:
-                replies = await backend.run(argvs, typed=typed)
+                replies = await backend.run(argvs, exact=exact)
             for (i, _), reply in zip(runnable, replies, strict=True):
                 results[i] = reply
         return results
 
-    async def transaction(self, principal: Principal, commands: Sequence[Argv]) -> list[Any]:
+    async def transaction(
+        self, principal: Principal, commands: Sequence[Argv], *, exact: int | None = None
+    ) -> list[Any]:
         """MULTI ... EXEC on a reserved connection; the replies of EXEC, in order.
 
         Raises when the transaction is refused or discarded as a whole.
@@ -261,6 +265,7 @@ class Executor:
             [[b"MULTI"], *(p.argv for p in prepared), [b"EXEC"]],
             timeout=self.limits.command_timeout,
             reusable=not selects,  # SELECT changed the connection's database
+            exact=exact,
         )
         for i, queued in enumerate(replies[1:-1]):
             if isinstance(queued, ReplyError):

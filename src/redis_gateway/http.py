@@ -104,7 +104,7 @@ class SyncTokens:
 
 class Cors:
     ALLOW_HEADERS = (b"authorization, content-type, upstash-encoding, upstash-sync-token, "
-                     b"upstash-response-format, upstash-reply-format, upstash-telemetry-sdk, "
+                     b"upstash-response-format, redis-reply-format, upstash-telemetry-sdk, "
                      b"upstash-telemetry-runtime, upstash-telemetry-platform, x-api-key")
 
     def __init__(self, origins: Iterable[str]) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from .auth import Principal
-from .codec import Encoder
+from .codec import Encoder, TypedEncoder
 from .errors import BadRequest, GatewayError, MethodNotAllowed, RedisCommandError
 from .executor import Executor
 from .http import JSON_TYPE, Headers, Receive, Scope, json_body, query_pairs, read_body
@@ -46,20 +47,19 @@ class RestApi:
     async def handle(
         self, scope: Scope, receive: Receive, principal: Principal, path: str, method: str
     ) -> Response:
-        base64, resp2 = _formats(scope)
-        batch = _BATCH_PATHS.get("/" + path.lstrip("/")) if path.startswith("//") else \
-            _BATCH_PATHS.get(path)
+        fmt = ReplyFormat.of(scope)
+        batch = _BATCH_PATHS.get("/" + path.lstrip("/"))
         if batch is not None:
             if method != "POST":
                 raise MethodNotAllowed(f"{method} is not allowed on /{batch}; use POST")
             commands = _parse_batch(await read_body(scope, receive, self._max_body))
             if batch == "multi-exec":
-                replies = await self._executor.transaction(principal, commands)
-                return self._json_items(replies, base64)
-            replies = await self._executor.pipeline(principal, commands, typed=resp2)
-            if resp2:
-                return Response(200, b"".join(_resp2_item(r) for r in replies), [_RESP_TYPE])
-            return self._json_items(replies, base64)
+                fmt = fmt.without_resp2()  # as Upstash: transactions always answer JSON
+                replies = await self._executor.transaction(principal, commands,
+                                                           exact=fmt.exact)
+            else:
+                replies = await self._executor.pipeline(principal, commands, exact=fmt.exact)
+            return self._items(replies, fmt)
         if path == "/":
             if method != "POST":
                 raise MethodNotAllowed(
@@ -69,14 +69,26 @@ class RestApi:
             argv = _parse_command(await read_body(scope, receive, self._max_body))
         else:
             argv = await self._path_command(scope, receive, method)
-        reply = await self._executor.execute(principal, argv, typed=resp2)
-        status = 400 if isinstance(reply, ReplyError) else 200
-        if resp2:
+        reply = await self._executor.execute(principal, argv, exact=fmt.exact)
+        if fmt.resp2:
+            status = 400 if isinstance(reply, ReplyError) else 200
             return Response(status, encode_resp2(reply), [_RESP_TYPE])
+        if fmt.typed:
+            typed = TypedEncoder(self._max_reply).value(reply)
+            return Response(200, json_body({"result": typed}), [JSON_TYPE])
         if isinstance(reply, ReplyError):
             raise RedisCommandError(str(reply))
-        encoder = Encoder(base64, self._max_reply)
+        encoder = Encoder(fmt.base64, self._max_reply)
         return Response(200, json_body({"result": encoder.value(reply)}), [JSON_TYPE])
+
+    def _items(self, replies: Sequence[Any], fmt: ReplyFormat) -> Response:
+        if fmt.resp2:
+            return Response(200, b"".join(_resp2_item(r) for r in replies), [_RESP_TYPE])
+        if fmt.typed:
+            typed = TypedEncoder(self._max_reply)
+            return Response(200, json_body([typed.value(r) for r in replies]), [JSON_TYPE])
+        encoder = Encoder(fmt.base64, self._max_reply)
+        return Response(200, json_body([encoder.item(r) for r in replies]), [JSON_TYPE])
 
     async def _path_command(self, scope: Scope, receive: Receive, method: str) -> list[bytes]:
         # The raw path keeps %2F inside a segment apart from the '/' between segments.
@@ -95,26 +107,49 @@ class RestApi:
                 argv.append(value)
         return argv
 
-    def _json_items(self, replies: Sequence[Any], base64: bool) -> Response:
-        encoder = Encoder(base64, self._max_reply)
-        return Response(200, json_body([encoder.item(r) for r in replies]), [JSON_TYPE])
+
+@dataclass(frozen=True)
+class ReplyFormat:
+    """How the client wants replies, from its request headers."""
+
+    base64: bool = False  # Upstash-Encoding: base64
+    resp2: bool = False  # Upstash-Response-Format: resp2 (raw RESP bytes)
+    typed: int | None = None  # Redis-Reply-Format: typed-resp2 | typed-resp3
+
+    @property
+    def exact(self) -> int | None:
+        """The RESP protocol whose replies must keep every type, if any."""
+        return 2 if self.resp2 else self.typed
+
+    def without_resp2(self) -> ReplyFormat:
+        return ReplyFormat(self.base64, False, self.typed)
+
+    @classmethod
+    def of(cls, scope: Scope) -> ReplyFormat:
+        base64 = resp2 = False
+        typed = None
+        for key, value in scope["headers"]:
+            if key == b"upstash-encoding":
+                base64 = value.strip().lower() == b"base64"
+            elif key == b"upstash-response-format":
+                fmt = value.strip().lower()
+                if fmt not in (b"json", b"resp2"):
+                    raise BadRequest("Upstash-Response-Format must be 'json' or 'resp2'")
+                resp2 = fmt == b"resp2"
+            elif key == b"redis-reply-format":
+                typed = _TYPED_FORMATS.get(value.strip().lower())
+                if typed is None:
+                    raise BadRequest("Redis-Reply-Format must be 'typed-resp2' or 'typed-resp3'")
+        if base64 and resp2:
+            raise BadRequest("Upstash-Encoding: base64 cannot be combined with "
+                             "Upstash-Response-Format: resp2 (RESP is binary already)")
+        if typed and (base64 or resp2):
+            raise BadRequest("Redis-Reply-Format cannot be combined with Upstash-Encoding "
+                             "or Upstash-Response-Format")
+        return cls(base64, resp2, typed)
 
 
-def _formats(scope: Scope) -> tuple[bool, bool]:
-    """(base64 strings?, raw RESP2 answer?) from the request's headers."""
-    base64 = resp2 = False
-    for key, value in scope["headers"]:
-        if key == b"upstash-encoding":
-            base64 = value.strip().lower() == b"base64"
-        elif key == b"upstash-response-format":
-            fmt = value.strip().lower()
-            if fmt not in (b"json", b"resp2"):
-                raise BadRequest("Upstash-Response-Format must be 'json' or 'resp2'")
-            resp2 = fmt == b"resp2"
-    if base64 and resp2:
-        raise BadRequest("Upstash-Encoding: base64 cannot be combined with "
-                         "Upstash-Response-Format: resp2 (RESP is binary already)")
-    return base64, resp2
+_TYPED_FORMATS = {b"typed-resp2": 2, b"typed-resp3": 3}
 
 
 def _resp2_item(reply: Any) -> bytes:
