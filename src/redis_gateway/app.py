@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .auth import REDIS_TOKENS_KEY, TokenRecord, TokenStore
-from .backend import Backend, StandaloneBackend
+from .backend import Backend, make_backend
 from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable
 from .executor import Executor
 from .http import (
@@ -31,6 +31,7 @@ from .http import (
 )
 from .rest import Response, RestApi
 from .settings import Settings
+from .static import StaticFiles
 
 log = logging.getLogger("redis_gateway")
 
@@ -49,7 +50,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.backends: dict[str, Backend] = {
-            name: StandaloneBackend(name, backend, settings.limits)
+            name: make_backend(name, backend, settings.limits)
             for name, backend in settings.backends.items()
         }
         self.executor = Executor(self.backends, settings.limits)
@@ -57,6 +58,7 @@ class Gateway:
         self.rest = RestApi(self.executor, settings.limits.max_body_bytes,
                             settings.limits.max_reply_bytes, settings.base_path)
         self.cors = Cors(settings.cors_origins)
+        self.console = StaticFiles("redis_gateway", "console")
         self.sync_tokens = SyncTokens()
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
@@ -119,6 +121,13 @@ class Gateway:
                 )
             if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
                 response = await self._health(path)
+            elif (path == "/console" or path.startswith("/console/")) and \
+                    method in ("GET", "HEAD"):
+                if path == "/console":  # relative asset URLs need the trailing slash
+                    response = Response(308, b"", [(b"location",
+                                                    f"{self._base}/console/".encode())])
+                else:
+                    response = self.console.get(path[len("/console/"):])
             else:
                 principal = await self.tokens.authenticate(bearer_token(scope))
                 response = await self.rest.handle(scope, receive, principal, path, method)

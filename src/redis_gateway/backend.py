@@ -56,6 +56,11 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+def make_backend(name: str, settings: BackendSettings, limits: LimitSettings) -> Backend:
+    """The backend for one configured Redis deployment."""
+    return StandaloneBackend(name, settings, limits)
+
+
 def pack(commands: Sequence[Argv]) -> bytes:
     return b"".join([hiredis.pack_command(tuple(c)) for c in commands])  # type: ignore[arg-type]
 

@@ -252,9 +252,9 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 async def _redis_call(settings: settings_mod.Settings, argv: list[bytes]) -> Any:
-    from .backend import StandaloneBackend
+    from .backend import make_backend
 
-    backend = StandaloneBackend("default", settings.backends["default"], settings.limits)
+    backend = make_backend("default", settings.backends["default"], settings.limits)
     try:
         (reply,) = await backend.run([argv])
         return reply
