@@ -17,6 +17,7 @@ from .auth import REDIS_TOKENS_KEY, TokenRecord, TokenStore
 from .backend import Backend, make_backend
 from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable
 from .executor import Executor
+from .graphql.endpoint import GraphQLEndpoint
 from .http import (
     JSON_TYPE,
     Cors,
@@ -59,6 +60,7 @@ class Gateway:
                             settings.limits.max_reply_bytes, settings.base_path)
         self.cors = Cors(settings.cors_origins)
         self.console = StaticFiles("redis_gateway", "console")
+        self.graphql = GraphQLEndpoint(settings, self.executor, self.tokens)
         self.sync_tokens = SyncTokens()
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
@@ -121,6 +123,8 @@ class Gateway:
                 )
             if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
                 response = await self._health(path)
+            elif path == "/graphql" and method in ("GET", "POST"):
+                response = await self.graphql.handle(scope, receive, method)
             elif (path == "/console" or path.startswith("/console/")) and \
                     method in ("GET", "HEAD"):
                 if path == "/console":  # relative asset URLs need the trailing slash

@@ -99,7 +99,7 @@ class Executor:
     # checks -----------------------------------------------------------------------
     async def prepare(
         self, principal: Principal, argv: Argv, table: CommandTable, *,
-        in_transaction: bool = False,
+        in_transaction: bool = False, read_only: bool = False,
     ) -> Prepared:
         if not argv:
             raise BadRequest("empty command: the first element must be a command name")
@@ -114,6 +114,11 @@ class Executor:
             )
         if not info.arity_ok(len(argv)):
             raise BadRequest(f"ERR wrong number of arguments for '{info.name}' command")
+        if read_only and not _reads_only(info):
+            raise BadRequest(
+                f"'{info.name}' may write, and this request runs read-only commands only "
+                "(a GraphQL Query); send it in a Mutation"
+            )
         policy = principal.policy
         if not policy.allows_command(info):
             raise Forbidden(
@@ -216,9 +221,13 @@ class Executor:
         return reply
 
     async def pipeline(
-        self, principal: Principal, commands: Sequence[Argv], *, exact: int | None = None
+        self, principal: Principal, commands: Sequence[Argv], *, exact: int | None = None,
+        read_only: bool = False,
     ) -> list[Any]:
-        """Each command's reply or error in order; a refused command does not stop the rest."""
+        """Each command's reply or error in order; a refused command does not stop the rest.
+
+        ``read_only`` refuses every command that may write (see ``_reads_only``).
+        """
         self._check_count(commands)
         backend = self.backend_for(principal)
         table = await backend.command_table()
@@ -226,7 +235,8 @@ class Executor:
         runnable: list[tuple[int, Prepared]] = []
         for i, argv in enumerate(commands):
             try:
-                runnable.append((i, await self.prepare(principal, argv, table)))
+                runnable.append((i, await self.prepare(principal, argv, table,
+                                                       read_only=read_only)))
             except GatewayError as exc:
                 results[i] = exc
         if runnable:
@@ -279,6 +289,18 @@ class Executor:
         if not isinstance(result, list):
             raise RedisCommandError("EXECABORT Transaction discarded")
         return result
+
+
+# Categories of commands that may change data or the server even without the write flag
+# (EVAL, FUNCTION, PUBLISH, CONFIG SET, ...).
+_MAY_WRITE = frozenset({"write", "scripting", "admin", "dangerous", "pubsub"})
+
+
+def _reads_only(info: CommandInfo) -> bool:
+    """True for commands the server marks read-only, or that touch no data at all (PING)."""
+    if "readonly" in info.flags:
+        return True
+    return "write" not in info.flags and not info.categories & _MAY_WRITE
 
 
 def _unknown_command(argv: Argv) -> str:

@@ -59,6 +59,13 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class GraphQLSettings:
+    introspection: bool = True
+    max_depth: int = 10
+    max_aliases: int = 200
+
+
+@dataclass(frozen=True)
 class TokenSettings:
     """A token declared in configuration. Only its hash is ever written down."""
 
@@ -87,6 +94,7 @@ class Settings:
     # Seconds a token looked up in Redis is trusted before it is read again.
     token_cache_seconds: float = 5.0
     limits: LimitSettings = field(default_factory=LimitSettings)
+    graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
     backends: dict[str, BackendSettings] = field(default_factory=dict)
     tokens: list[TokenSettings] = field(default_factory=list)
 
@@ -144,10 +152,12 @@ def _finish(settings: Settings) -> Settings:
         raise SettingsError("base_path: must start with '/' and not end with '/', e.g. '/redis'")
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port: {settings.port} is not between 1 and 65535")
-    limits = settings.limits
-    for f in dataclasses.fields(limits):
-        if getattr(limits, f.name) <= 0:
-            raise SettingsError(f"limits.{f.name}: must be greater than 0")
+    for section in ("limits", "graphql"):
+        values = getattr(settings, section)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if not isinstance(value, bool) and value <= 0:
+                raise SettingsError(f"{section}.{f.name}: must be greater than 0")
     backends = dict(settings.backends)
     default = backends.get("default", BackendSettings())
     if settings.redis:

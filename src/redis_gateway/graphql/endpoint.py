@@ -1,0 +1,180 @@
+"""``/graphql`` over HTTP, behaving like AWS AppSync on the wire.
+
+- Auth: ``x-api-key: <token>`` or ``Authorization: [Bearer ]<token>`` (the core's tokens).
+- Body: a JSON ``{"query", "variables", "operationName"}``, also under
+  ``Content-Type: application/graphql`` (the seed's page sends that); ``GET`` with query
+  parameters for queries.
+- 200 with ``data`` and ``errors[]`` (``message``, ``path``, ``locations``, ``errorType``);
+  400 ``MalformedHttpRequestException``; 401 ``UnauthorizedException`` with the
+  ``x-amzn-ErrorType`` header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from graphql import (
+    ExecutionResult,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    execute,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql.error import GraphQLSyntaxError
+from graphql.validation import NoSchemaIntrospectionCustomRule
+
+from ..auth import Principal, TokenStore
+from ..errors import GatewayError, Unauthorized
+from ..executor import Executor
+from ..http import JSON_TYPE, Receive, Scope, header, json_body, read_body
+from ..rest import Response
+from ..settings import Settings
+from .batch import Batch
+from .resolvers import Context
+from .schema import executable_schema, limit_errors
+
+log = logging.getLogger("redis_gateway.graphql")
+
+_MALFORMED = "MalformedHttpRequestException"
+_NOT_AUTHORIZED = "You are not authorized to make this call."
+
+
+def _failure(status: int, error_type: str, message: str,
+             info: dict[str, str] | None = None) -> Response:
+    error: dict[str, Any] = {"errorType": error_type, "message": message}
+    if info:
+        error["errorInfo"] = info
+    headers = [JSON_TYPE]
+    if status == 401:
+        headers.append((b"x-amzn-errortype", error_type.encode()))
+    return Response(status, json_body({"errors": [error]}), headers)
+
+
+def graphql_token(scope: Scope) -> str | None:
+    api_key = header(scope, b"x-api-key")
+    if api_key:
+        return api_key.decode("latin-1").strip()
+    auth = header(scope, b"authorization")
+    if auth:
+        text = auth.decode("latin-1").strip()
+        scheme, _, rest = text.partition(" ")
+        return rest.strip() if scheme.lower() == "bearer" else text
+    return None
+
+
+class GraphQLEndpoint:
+    def __init__(self, settings: Settings, executor: Executor, tokens: TokenStore) -> None:
+        self._settings = settings
+        self._executor = executor
+        self._tokens = tokens
+        self._schema = executable_schema()
+        self._rules = list(specified_rules)
+        if not settings.graphql.introspection:
+            self._rules.append(NoSchemaIntrospectionCustomRule)
+
+    async def handle(self, scope: Scope, receive: Receive, method: str) -> Response:
+        token = graphql_token(scope)
+        if token is None:
+            return _failure(401, "UnauthorizedException", _NOT_AUTHORIZED, {
+                "reason": "missing token: send 'x-api-key: <token>' or "
+                          "'Authorization: Bearer <token>'"})
+        try:
+            principal = await self._tokens.authenticate(token)
+        except Unauthorized as exc:
+            return _failure(401, "UnauthorizedException", _NOT_AUTHORIZED,
+                            {"reason": exc.message})
+        if method == "GET":
+            params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            request: Any = {k: params[k] for k in ("query", "operationName") if k in params}
+            if "variables" in params:
+                try:
+                    request["variables"] = json.loads(params["variables"])
+                except ValueError:
+                    return _failure(400, _MALFORMED, "Unable to parse GraphQL query.")
+        else:
+            body = await read_body(scope, receive, self._settings.limits.max_body_bytes)
+            if not body.strip():
+                return _failure(400, _MALFORMED, "Request body is empty.")
+            request = _envelope(body, header(scope, b"content-type") or b"")
+        if not isinstance(request, dict) or not isinstance(request.get("query"), str):
+            return _failure(400, _MALFORMED, "Unable to parse GraphQL query.")
+        variables = request.get("variables")
+        if variables is not None and not isinstance(variables, dict):
+            return _failure(400, _MALFORMED, "variables must be a JSON object.")
+        return await self._run(principal, request["query"], variables,
+                               request.get("operationName"), method)
+
+    async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
+                   operation_name: Any, method: str) -> Response:
+        try:
+            document = parse(query)
+        except GraphQLSyntaxError as exc:
+            return _result(ExecutionResult(None, [exc]))
+        settings = self._settings.graphql
+        errors = validate(self._schema, document, self._rules) or limit_errors(
+            document, settings.max_depth, settings.max_aliases)
+        if errors:
+            return _result(ExecutionResult(None, errors))
+        if method == "GET" and any(
+            isinstance(d, OperationDefinitionNode) and d.operation != OperationType.QUERY
+            for d in document.definitions
+        ):
+            return _failure(405, _MALFORMED, "Only queries may be sent with GET; use POST.")
+        limits = self._settings.limits
+        context = Context(principal, self._executor,
+                          Batch(self._executor, principal, limits.max_commands),
+                          limits.max_reply_bytes)
+        result = execute(self._schema, document, context_value=context,
+                         variable_values=variables,
+                         operation_name=operation_name if isinstance(operation_name, str)
+                         else None)
+        if not isinstance(result, ExecutionResult):
+            result = await result
+        return _result(result)
+
+
+def _envelope(body: bytes, content_type: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        # GraphQL over HTTP allows the bare document under application/graphql.
+        if content_type.split(b";")[0].strip().lower() == b"application/graphql":
+            return {"query": body.decode("utf-8", "replace")}
+        return None
+
+
+def _result(result: ExecutionResult) -> Response:
+    body: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        body["errors"] = [_error(e) for e in result.errors]
+    return Response(200, json_body(body), [JSON_TYPE])
+
+
+def _error(error: GraphQLError) -> dict[str, Any]:
+    original = error.original_error
+    if isinstance(original, GatewayError):
+        error_type, message = original.kind, original.message
+    elif original is not None:
+        incident = uuid.uuid4().hex[:12]
+        log.error("resolver failed, incident %s", incident, exc_info=original)
+        error_type = "InternalError"
+        message = f"internal gateway error (incident {incident}; see the gateway log)"
+    else:
+        error_type = "ValidationError" if error.path is None else "GraphQLError"
+        message = error.message
+    return {
+        "message": message,
+        "path": error.path,
+        "locations": [{"line": loc.line, "column": loc.column, "sourceName": None}
+                      for loc in error.locations or []] or None,
+        "errorType": error_type,
+        "errorInfo": None,
+        "data": None,
+    }
