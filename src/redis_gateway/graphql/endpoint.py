@@ -161,7 +161,7 @@ def _error(error: GraphQLError) -> dict[str, Any]:
     original = error.original_error
     if isinstance(original, GatewayError):
         error_type, message = original.kind, original.message
-    elif original is not None:
+    elif original is not None and not isinstance(original, GraphQLError):
         incident = uuid.uuid4().hex[:12]
         log.error("resolver failed, incident %s", incident, exc_info=original)
         error_type = "InternalError"

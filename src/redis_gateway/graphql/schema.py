@@ -72,9 +72,14 @@ def _bind_awsjson(scalar: GraphQLScalarType) -> None:
     def parse_literal(node: ValueNode, variables: Any = None) -> Any:
         return parse_value(value_from_ast_untyped(node, variables))
 
-    scalar.serialize = lambda value: json.dumps(value, ensure_ascii=False)  # type: ignore[method-assign]
-    scalar.parse_value = parse_value  # type: ignore[method-assign]
-    scalar.parse_literal = parse_literal  # type: ignore[method-assign]
+    def serialize(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    # graphql-core 3.3 reads the coerce_* names, 3.2 the older ones: set both.
+    for name, fn in (("serialize", serialize), ("coerce_output_value", serialize),
+                     ("parse_value", parse_value), ("coerce_input_value", parse_value),
+                     ("parse_literal", parse_literal)):
+        setattr(scalar, name, fn)
 
 
 def limit_errors(document: DocumentNode, max_depth: int, max_aliases: int) -> list[GraphQLError]:
@@ -108,6 +113,8 @@ def _measure(selection_set: SelectionSetNode | None,
     depth = aliases = 0
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
+            if selection.name.value.startswith("__"):
+                continue  # introspection has its own switch; its query is deep by design
             inner, count = _measure(selection.selection_set, fragments, visiting)
             depth = max(depth, 1 + inner)
             aliases += count + (selection.alias is not None)
