@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .auth import REDIS_TOKENS_KEY, TokenRecord, TokenStore
 from .backend import Backend, make_backend
 from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable
 from .executor import Executor
-from .graphql.endpoint import GraphQLEndpoint
 from .http import (
     JSON_TYPE,
     Cors,
@@ -33,6 +32,9 @@ from .http import (
 from .rest import Response, RestApi
 from .settings import Settings
 from .static import StaticFiles
+
+if TYPE_CHECKING:
+    from .graphql.endpoint import GraphQLEndpoint
 
 log = logging.getLogger("redis_gateway")
 
@@ -60,10 +62,18 @@ class Gateway:
                             settings.limits.max_reply_bytes, settings.base_path)
         self.cors = Cors(settings.cors_origins)
         self.console = StaticFiles("redis_gateway", "console")
-        self.graphql = GraphQLEndpoint(settings, self.executor, self.tokens)
+        self._graphql: GraphQLEndpoint | None = None
         self.sync_tokens = SyncTokens()
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
+
+    def graphql(self) -> GraphQLEndpoint:
+        """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
+        if self._graphql is None:
+            from .graphql.endpoint import GraphQLEndpoint
+
+            self._graphql = GraphQLEndpoint(self.settings, self.executor, self.tokens)
+        return self._graphql
 
     async def _fetch_token_record(self, field: bytes) -> Any:
         (reply,) = await self.backends["default"].run([[b"HGET", REDIS_TOKENS_KEY, field]])
@@ -124,7 +134,7 @@ class Gateway:
             if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
                 response = await self._health(path)
             elif path == "/graphql" and method in ("GET", "POST"):
-                response = await self.graphql.handle(scope, receive, method)
+                response = await self.graphql().handle(scope, receive, method)
             elif (path == "/console" or path.startswith("/console/")) and \
                     method in ("GET", "HEAD"):
                 if path == "/console":  # relative asset URLs need the trailing slash

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import tomllib
 import types
@@ -20,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .policy import RuleError
+from .policy import parse as parse_rules
 
 ENV_PREFIX = "REDIS_GATEWAY_"
 
@@ -66,6 +70,26 @@ class GraphQLSettings:
 
 
 @dataclass(frozen=True)
+class AwsSettings:
+    """How AppSync identities map to token rules, when the gateway runs as a Lambda.
+
+    An empty rule string refuses that kind of caller.
+    """
+
+    # Callers AppSync authenticated with one of its API keys, when the key is not
+    # itself a gateway token. AppSync has checked the key already.
+    api_key_rules: str = ""
+    # IAM callers: the first pattern (glob) matching the caller's ARN wins, else iam_rules.
+    iam_arn_rules: dict[str, str] = field(default_factory=dict)
+    iam_rules: str = ""
+    # Cognito user pools: the first of the user's groups listed here wins, else cognito_rules.
+    cognito_group_rules: dict[str, str] = field(default_factory=dict)
+    cognito_rules: str = ""
+    oidc_rules: str = ""
+    lambda_authorizer_rules: str = ""
+
+
+@dataclass(frozen=True)
 class TokenSettings:
     """A token declared in configuration. Only its hash is ever written down."""
 
@@ -95,6 +119,10 @@ class Settings:
     token_cache_seconds: float = 5.0
     limits: LimitSettings = field(default_factory=LimitSettings)
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    # Secrets Manager secret with the default backend's password (Lambda): a JSON
+    # {"username", "token"|"password"} or a plain string; read once at start.
+    password_secret_arn: str = ""
     backends: dict[str, BackendSettings] = field(default_factory=dict)
     tokens: list[TokenSettings] = field(default_factory=list)
 
@@ -186,6 +214,18 @@ def _finish(settings: Settings) -> Settings:
             raise SettingsError(
                 f"{where}.backend: '{token.backend}' is not one of {', '.join(sorted(backends))}"
             )
+    aws = settings.aws
+    for key, rules in [("api_key_rules", aws.api_key_rules), ("iam_rules", aws.iam_rules),
+                       ("cognito_rules", aws.cognito_rules), ("oidc_rules", aws.oidc_rules),
+                       ("lambda_authorizer_rules", aws.lambda_authorizer_rules),
+                       *((f"iam_arn_rules.{k}", v) for k, v in aws.iam_arn_rules.items()),
+                       *((f"cognito_group_rules.{k}", v)
+                         for k, v in aws.cognito_group_rules.items())]:
+        if rules:
+            try:
+                parse_rules(rules)
+            except RuleError as exc:
+                raise SettingsError(f"aws.{key}: {exc}") from None
     if settings.token_store == "redis" and not settings.token_store_secret:
         raise SettingsError("token_store_secret: is required when token_store is 'redis'")
     return dataclasses.replace(settings, backends=backends)
@@ -217,6 +257,11 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where + ".")
     if origin is dict:
+        if isinstance(value, str):  # from the environment: a JSON object
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise SettingsError(f"{where}: expected a JSON object, got {value!r}") from None
         if not isinstance(value, dict):
             raise SettingsError(f"{where}: expected a table, got {_kind(value)}")
         return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}

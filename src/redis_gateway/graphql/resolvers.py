@@ -63,6 +63,12 @@ def _argv(parts: Sequence[bytes | str | int | float]) -> list[bytes]:
     return out
 
 
+def opt(args: dict[str, Any], name: str, default: Any) -> Any:
+    """An optional argument: AppSync sends null (or nothing) where graphql-core fills defaults."""
+    value = args.get(name)
+    return default if value is None else value
+
+
 def decode_input(value: str, encoding: str) -> bytes:
     """A value argument as bytes: its UTF-8, or its base64 decoded."""
     if encoding != "BASE64":
@@ -140,12 +146,12 @@ async def putRedis(ctx: Context, args: dict[str, Any]) -> str:
 # Generic commands -----------------------------------------------------------------------
 @resolver("Query", "command")
 async def query_command(ctx: Context, args: dict[str, Any]) -> Any:
-    return ctx.json_value(await ctx.read(*_args(args["args"])), args.get("encoding", "UTF8"))
+    return ctx.json_value(await ctx.read(*_args(args["args"])), opt(args, "encoding", "UTF8"))
 
 
 @resolver("Mutation", "command")
 async def mutation_command(ctx: Context, args: dict[str, Any]) -> Any:
-    return ctx.json_value(await ctx.write(*_args(args["args"])), args.get("encoding", "UTF8"))
+    return ctx.json_value(await ctx.write(*_args(args["args"])), opt(args, "encoding", "UTF8"))
 
 
 @resolver("Mutation")
@@ -171,13 +177,13 @@ async def pipeline(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
 # Strings and keys -----------------------------------------------------------------------
 @resolver("Query")
 async def get(ctx: Context, args: dict[str, Any]) -> str | None:
-    return encode_output(await ctx.read("GET", args["key"]), args.get("encoding", "UTF8"))
+    return encode_output(await ctx.read("GET", args["key"]), opt(args, "encoding", "UTF8"))
 
 
 @resolver("Query")
 async def mget(ctx: Context, args: dict[str, Any]) -> list[str | None]:
     reply = await ctx.read("MGET", *args["keys"])
-    return [encode_output(v, args.get("encoding", "UTF8")) for v in reply]
+    return [encode_output(v, opt(args, "encoding", "UTF8")) for v in reply]
 
 
 @resolver("Query")
@@ -197,7 +203,7 @@ async def ttl(ctx: Context, args: dict[str, Any]) -> int:
 
 @resolver("Query")
 async def scan(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
-    argv: list[bytes | str | int] = ["SCAN", args.get("cursor") or "0"]
+    argv: list[bytes | str | int] = ["SCAN", opt(args, "cursor", "0")]
     for option in ("match", "count", "type"):
         if args.get(option) is not None:
             argv += [option.upper(), args[option]]
@@ -207,7 +213,7 @@ async def scan(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
 
 @resolver("Mutation")
 async def set_(ctx: Context, args: dict[str, Any]) -> str | None:
-    encoding = args.get("encoding", "UTF8")
+    encoding = opt(args, "encoding", "UTF8")
     argv: list[bytes | str | int] = ["SET", args["key"], decode_input(args["value"], encoding)]
     if args.get("nx"):
         argv.append("NX")
@@ -227,7 +233,7 @@ async def set_(ctx: Context, args: dict[str, Any]) -> str | None:
 
 @resolver("Mutation")
 async def incr(ctx: Context, args: dict[str, Any]) -> int:
-    return int(await ctx.write("INCRBY", args["key"], args.get("by", 1)))
+    return int(await ctx.write("INCRBY", args["key"], opt(args, "by", 1)))
 
 
 @resolver("Mutation")
@@ -248,19 +254,19 @@ async def rename(ctx: Context, args: dict[str, Any]) -> bool:
 # Hashes -------------------------------------------------------------------------------------
 @resolver("Query")
 async def hget(ctx: Context, args: dict[str, Any]) -> str | None:
-    encoding = args.get("encoding", "UTF8")
+    encoding = opt(args, "encoding", "UTF8")
     reply = await ctx.read("HGET", args["key"], decode_input(args["field"], encoding))
     return encode_output(reply, encoding)
 
 
 @resolver("Query")
 async def hgetall(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return _pairs(await ctx.read("HGETALL", args["key"]), args.get("encoding", "UTF8"))
+    return _pairs(await ctx.read("HGETALL", args["key"]), opt(args, "encoding", "UTF8"))
 
 
 @resolver("Mutation")
 async def hset(ctx: Context, args: dict[str, Any]) -> int:
-    encoding = args.get("encoding", "UTF8")
+    encoding = opt(args, "encoding", "UTF8")
     flat: list[bytes] = []
     for item in args["fields"]:
         flat += [decode_input(item["field"], encoding), decode_input(item["value"], encoding)]
@@ -269,7 +275,7 @@ async def hset(ctx: Context, args: dict[str, Any]) -> int:
 
 @resolver("Mutation")
 async def hincrby(ctx: Context, args: dict[str, Any]) -> int:
-    return int(await ctx.write("HINCRBY", args["key"], args["field"], args.get("by", 1)))
+    return int(await ctx.write("HINCRBY", args["key"], args["field"], opt(args, "by", 1)))
 
 
 @resolver("Mutation")
@@ -280,8 +286,8 @@ async def hdel(ctx: Context, args: dict[str, Any]) -> int:
 # Lists -------------------------------------------------------------------------------------
 @resolver("Query")
 async def lrange(ctx: Context, args: dict[str, Any]) -> list[str | None]:
-    reply = await ctx.read("LRANGE", args["key"], args.get("start", 0), args.get("stop", -1))
-    return [encode_output(v, args.get("encoding", "UTF8")) for v in reply]
+    reply = await ctx.read("LRANGE", args["key"], opt(args, "start", 0), opt(args, "stop", -1))
+    return [encode_output(v, opt(args, "encoding", "UTF8")) for v in reply]
 
 
 @resolver("Query")
@@ -290,7 +296,7 @@ async def llen(ctx: Context, args: dict[str, Any]) -> int:
 
 
 async def _push(ctx: Context, args: dict[str, Any], command: str) -> int:
-    encoding = args.get("encoding", "UTF8")
+    encoding = opt(args, "encoding", "UTF8")
     values = [decode_input(v, encoding) for v in args["values"]]
     return int(await ctx.write(command, args["key"], *values))
 
@@ -307,24 +313,24 @@ async def rpush(ctx: Context, args: dict[str, Any]) -> int:
 
 @resolver("Mutation")
 async def lpop(ctx: Context, args: dict[str, Any]) -> str | None:
-    return encode_output(await ctx.write("LPOP", args["key"]), args.get("encoding", "UTF8"))
+    return encode_output(await ctx.write("LPOP", args["key"]), opt(args, "encoding", "UTF8"))
 
 
 @resolver("Mutation")
 async def rpop(ctx: Context, args: dict[str, Any]) -> str | None:
-    return encode_output(await ctx.write("RPOP", args["key"]), args.get("encoding", "UTF8"))
+    return encode_output(await ctx.write("RPOP", args["key"]), opt(args, "encoding", "UTF8"))
 
 
 # Sets ---------------------------------------------------------------------------------------
 @resolver("Query")
 async def smembers(ctx: Context, args: dict[str, Any]) -> list[str | None]:
     reply = await ctx.read("SMEMBERS", args["key"])
-    return [encode_output(v, args.get("encoding", "UTF8")) for v in reply]
+    return [encode_output(v, opt(args, "encoding", "UTF8")) for v in reply]
 
 
 @resolver("Query")
 async def sismember(ctx: Context, args: dict[str, Any]) -> bool:
-    member = decode_input(args["member"], args.get("encoding", "UTF8"))
+    member = decode_input(args["member"], opt(args, "encoding", "UTF8"))
     return bool(await ctx.read("SISMEMBER", args["key"], member))
 
 
@@ -334,7 +340,7 @@ async def scard(ctx: Context, args: dict[str, Any]) -> int:
 
 
 async def _members(ctx: Context, args: dict[str, Any], command: str) -> int:
-    encoding = args.get("encoding", "UTF8")
+    encoding = opt(args, "encoding", "UTF8")
     members = [decode_input(m, encoding) for m in args["members"]]
     return int(await ctx.write(command, args["key"], *members))
 
@@ -352,16 +358,16 @@ async def srem(ctx: Context, args: dict[str, Any]) -> int:
 # Sorted sets ---------------------------------------------------------------------------------
 @resolver("Query")
 async def zrange(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    encoding = args.get("encoding", "UTF8")
-    by = args.get("by", "RANK")
-    argv: list[bytes | str | int] = ["ZRANGE", args["key"], args.get("start", "0"),
-                                     args.get("stop", "-1")]
+    encoding = opt(args, "encoding", "UTF8")
+    by = opt(args, "by", "RANK")
+    argv: list[bytes | str | int] = ["ZRANGE", args["key"], opt(args, "start", "0"),
+                                     opt(args, "stop", "-1")]
     if by != "RANK":
         argv.append("BY" + by)
     if args.get("rev"):
         argv.append("REV")
     if args.get("offset") is not None or args.get("count") is not None:
-        argv += ["LIMIT", args.get("offset") or 0, args.get("count", -1)]
+        argv += ["LIMIT", opt(args, "offset", 0), opt(args, "count", -1)]
     if by == "LEX":  # Redis has no WITHSCORES for lexicographic ranges
         return [{"member": encode_output(m, encoding), "score": None}
                 for m in await ctx.read(*argv)]
@@ -372,20 +378,20 @@ async def zrange(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
 
 @resolver("Query")
 async def zscore(ctx: Context, args: dict[str, Any]) -> float | None:
-    member = decode_input(args["member"], args.get("encoding", "UTF8"))
+    member = decode_input(args["member"], opt(args, "encoding", "UTF8"))
     return _score(await ctx.read("ZSCORE", args["key"], member))
 
 
 @resolver("Query")
 async def zrank(ctx: Context, args: dict[str, Any]) -> int | None:
-    member = decode_input(args["member"], args.get("encoding", "UTF8"))
+    member = decode_input(args["member"], opt(args, "encoding", "UTF8"))
     reply = await ctx.read("ZRANK", args["key"], member)
     return None if reply is None else int(reply)
 
 
 @resolver("Mutation")
 async def zadd(ctx: Context, args: dict[str, Any]) -> int:
-    encoding = args.get("encoding", "UTF8")
+    encoding = opt(args, "encoding", "UTF8")
     argv: list[bytes | str | int | float] = ["ZADD", args["key"]]
     argv += [flag.upper() for flag in ("nx", "xx", "gt", "lt", "ch") if args.get(flag)]
     for item in args["members"]:
@@ -395,7 +401,7 @@ async def zadd(ctx: Context, args: dict[str, Any]) -> int:
 
 @resolver("Mutation")
 async def zincrby(ctx: Context, args: dict[str, Any]) -> float:
-    member = decode_input(args["member"], args.get("encoding", "UTF8"))
+    member = decode_input(args["member"], opt(args, "encoding", "UTF8"))
     return float(await ctx.write("ZINCRBY", args["key"], float(args["by"]), member))
 
 
@@ -410,17 +416,19 @@ async def _range(ctx: Context, args: dict[str, Any], command: str, first: str,
     argv: list[bytes | str | int] = [command, args["key"], args[first], args[second]]
     if args.get("count") is not None:
         argv += ["COUNT", args["count"]]
-    return _entries(await ctx.read(*argv), args.get("encoding", "UTF8"))
+    return _entries(await ctx.read(*argv), opt(args, "encoding", "UTF8"))
 
 
 @resolver("Query")
 async def xrange(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return await _range(ctx, {"start": "-", "end": "+", **args}, "XRANGE", "start", "end")
+    bounds = {"start": opt(args, "start", "-"), "end": opt(args, "end", "+")}
+    return await _range(ctx, {**args, **bounds}, "XRANGE", "start", "end")
 
 
 @resolver("Query")
 async def xrevrange(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return await _range(ctx, {"start": "-", "end": "+", **args}, "XREVRANGE", "end", "start")
+    bounds = {"start": opt(args, "start", "-"), "end": opt(args, "end", "+")}
+    return await _range(ctx, {**args, **bounds}, "XREVRANGE", "end", "start")
 
 
 @resolver("Query")
@@ -430,11 +438,11 @@ async def xlen(ctx: Context, args: dict[str, Any]) -> int:
 
 @resolver("Mutation")
 async def xadd(ctx: Context, args: dict[str, Any]) -> str:
-    encoding = args.get("encoding", "UTF8")
+    encoding = opt(args, "encoding", "UTF8")
     argv: list[bytes | str | int] = ["XADD", args["key"]]
     if args.get("maxlen") is not None:
         argv += ["MAXLEN", args["maxlen"]]
-    argv.append(args.get("id") or "*")
+    argv.append(opt(args, "id", "*"))
     for item in args["fields"]:
         argv += [decode_input(item["field"], encoding), decode_input(item["value"], encoding)]
     return bytes(await ctx.write(*argv)).decode()
