@@ -28,6 +28,7 @@ from graphql import (
     validate,
 )
 from graphql.error import GraphQLSyntaxError
+from graphql.language import DocumentNode
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from ..auth import Principal, TokenStore
@@ -43,6 +44,7 @@ from .schema import executable_schema, limit_errors
 log = logging.getLogger("redis_gateway.graphql")
 
 _MALFORMED = "MalformedHttpRequestException"
+_DOCUMENT_CACHE_SIZE = 512
 _NOT_AUTHORIZED = "You are not authorized to make this call."
 
 
@@ -75,6 +77,7 @@ class GraphQLEndpoint:
         self._executor = executor
         self._tokens = tokens
         self._schema = executable_schema()
+        self._documents: dict[str, tuple[DocumentNode | None, list[GraphQLError]]] = {}
         self._rules = list(specified_rules)
         if not settings.graphql.introspection:
             self._rules.append(NoSchemaIntrospectionCustomRule)
@@ -111,17 +114,36 @@ class GraphQLEndpoint:
         return await self._run(principal, request["query"], variables,
                                request.get("operationName"), method)
 
+    def _checked(self, query: str) -> tuple[DocumentNode | None, list[GraphQLError]]:
+        """Parse and validate a document, once per distinct text.
+
+        Clients send the same few documents again and again (with new variables), and
+        parsing plus validating costs more than executing: cache the outcome.
+        """
+        cached = self._documents.get(query)
+        if cached is not None:
+            return cached
+        try:
+            document: DocumentNode | None = parse(query)
+        except GraphQLSyntaxError as exc:
+            outcome: tuple[DocumentNode | None, list[GraphQLError]] = (None, [exc])
+        else:
+            assert document is not None
+            settings = self._settings.graphql
+            errors = validate(self._schema, document, self._rules) or limit_errors(
+                document, settings.max_depth, settings.max_aliases)
+            outcome = (document, list(errors))
+        if len(self._documents) >= _DOCUMENT_CACHE_SIZE:
+            self._documents.pop(next(iter(self._documents)))  # oldest first
+        self._documents[query] = outcome
+        return outcome
+
     async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
                    operation_name: Any, method: str) -> Response:
-        try:
-            document = parse(query)
-        except GraphQLSyntaxError as exc:
-            return _result(ExecutionResult(None, [exc]))
-        settings = self._settings.graphql
-        errors = validate(self._schema, document, self._rules) or limit_errors(
-            document, settings.max_depth, settings.max_aliases)
+        document, errors = self._checked(query)
         if errors:
             return _result(ExecutionResult(None, errors))
+        assert document is not None
         if method == "GET" and any(
             isinstance(d, OperationDefinitionNode) and d.operation != OperationType.QUERY
             for d in document.definitions
