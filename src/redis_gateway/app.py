@@ -22,6 +22,7 @@ from .http import (
     Cors,
     Headers,
     Receive,
+    Response,
     Scope,
     Send,
     SyncTokens,
@@ -29,7 +30,7 @@ from .http import (
     json_body,
     respond,
 )
-from .rest import Response, RestApi
+from .rest import RestApi
 from .settings import Settings
 from .static import StaticFiles
 

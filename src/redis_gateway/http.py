@@ -87,6 +87,15 @@ def _too_large(limit: int) -> LimitExceeded:
     )
 
 
+class Response:
+    """A whole response: every front door builds one, the app sends it."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: Headers) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+
 class SyncTokens:
     """A fresh, non-empty ``Upstash-Sync-Token`` per response.
 

@@ -21,18 +21,11 @@ from .auth import Principal
 from .codec import Encoder, TypedEncoder
 from .errors import BadRequest, GatewayError, MethodNotAllowed, RedisCommandError
 from .executor import Executor
-from .http import JSON_TYPE, Headers, Receive, Scope, json_body, query_pairs, read_body
+from .http import JSON_TYPE, Receive, Response, Scope, json_body, query_pairs, read_body
 from .resp import ReplyError, encode_resp2
 
 _RESP_TYPE = (b"content-type", b"application/octet-stream")
 _BATCH_PATHS = {"/pipeline": "pipeline", "/multi-exec": "multi-exec"}
-
-
-class Response:
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, body: bytes, headers: Headers) -> None:
-        self.status, self.body, self.headers = status, body, headers
 
 
 class RestApi:

@@ -7,7 +7,7 @@ from importlib import resources
 from importlib.abc import Traversable
 
 from .errors import NotFound
-from .rest import Response
+from .http import Response
 
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml",

@@ -34,8 +34,7 @@ from graphql.validation import NoSchemaIntrospectionCustomRule
 from ..auth import Principal, TokenStore
 from ..errors import GatewayError, Unauthorized
 from ..executor import Executor
-from ..http import JSON_TYPE, Receive, Scope, header, json_body, read_body
-from ..rest import Response
+from ..http import JSON_TYPE, Receive, Response, Scope, header, json_body, read_body
 from ..settings import Settings
 from .batch import Batch
 from .resolvers import Context
