@@ -140,7 +140,13 @@ def verify_record(blob: bytes, secret: str) -> TokenRecord | None:
 RedisFetch = Callable[[bytes], Any]  # async: field (token hash) -> stored blob or None
 
 
+def principal_of(record: TokenRecord) -> Principal:
+    return Principal(record.name, parse(record.rules), record.backend, record.expiry())
+
+
 class TokenStore:
+    """Token hash -> principal, with rules compiled when a token is loaded, not per request."""
+
     def __init__(
         self,
         settings: Settings,
@@ -148,7 +154,7 @@ class TokenStore:
         extra: Iterable[TokenRecord] = (),
     ) -> None:
         self._settings = settings
-        self._static: dict[str, TokenRecord] = {}
+        self._static: dict[str, Principal] = {}
         for token in settings.tokens:
             self._add_static(TokenRecord(
                 name=token.name, hash=token.hash, rules=token.rules,
@@ -158,51 +164,51 @@ class TokenStore:
         for record in extra:
             self._add_static(record)
         self._file = Path(settings.tokens_file) if settings.tokens_file else None
-        self._file_records: dict[str, TokenRecord] = {}
+        self._from_file: dict[str, Principal] = {}
         self._file_mtime: float | None = None
-        self._file_checked = 0.0
+        self._file_checked: float | None = None
         self._redis_fetch = redis_fetch if settings.token_store == "redis" else None
-        self._redis_cache: dict[str, tuple[TokenRecord | None, float]] = {}
-        self._principals: dict[str, Principal] = {}
+        self._redis_cache: dict[str, tuple[Principal | None, float]] = {}
 
     def _add_static(self, record: TokenRecord) -> None:
         check_record(record, self._settings.backends)
-        self._static[record.hash] = record
+        self._static[record.hash] = principal_of(record)
 
     @property
     def empty(self) -> bool:
         self._refresh_file()
-        return not self._static and not self._file_records and self._redis_fetch is None
+        return not self._static and not self._from_file and self._redis_fetch is None
 
     def _refresh_file(self) -> None:
+        """Re-read the tokens file when it changed, looking at most once a second."""
         if self._file is None:
             return
         now = time.monotonic()
-        if now - self._file_checked < _FILE_CHECK_INTERVAL and self._file_mtime is not None:
+        if self._file_checked is not None and now - self._file_checked < _FILE_CHECK_INTERVAL:
             return
         self._file_checked = now
         try:
-            mtime = self._file.stat().st_mtime
+            mtime: float | None = self._file.stat().st_mtime
         except FileNotFoundError:
-            self._file_records, self._file_mtime = {}, None
+            mtime = None
+        if mtime == self._file_mtime:
             return
-        if mtime != self._file_mtime:
-            self._file_records = {}
+        self._file_mtime = mtime
+        self._from_file = {}
+        try:
+            records = read_tokens_file(self._file)
+        except (ValueError, TypeError) as exc:
+            log.error("tokens file %s is unreadable, ignoring it: %s", self._file, exc)
+            return
+        for record in records:
             try:
-                records = read_tokens_file(self._file)
-            except (ValueError, TypeError) as exc:
-                log.error("tokens file %s is unreadable, ignoring it: %s", self._file, exc)
-                records = []
-            for record in records:
-                try:
-                    check_record(record, self._settings.backends)
-                except BadRequest as exc:
-                    log.error("tokens file %s: skipping %s", self._file, exc.message)
-                    continue
-                self._file_records[record.hash] = record
-            self._file_mtime = mtime
+                check_record(record, self._settings.backends)
+            except BadRequest as exc:
+                log.error("tokens file %s: skipping %s", self._file, exc.message)
+                continue
+            self._from_file[record.hash] = principal_of(record)
 
-    async def _from_redis(self, token_hash: str) -> TokenRecord | None:
+    async def _from_redis(self, token_hash: str) -> Principal | None:
         assert self._redis_fetch is not None and self._settings.token_store_secret
         now = time.monotonic()
         cached = self._redis_cache.get(token_hash)
@@ -216,10 +222,17 @@ class TokenStore:
             raise
         record = (verify_record(blob, self._settings.token_store_secret)
                   if isinstance(blob, bytes) else None)
-        if record is not None and record.hash != token_hash:
-            record = None
-        self._redis_cache[token_hash] = (record, now)
-        return record
+        principal = None
+        if record is not None and record.hash == token_hash:
+            try:
+                check_record(record, self._settings.backends)
+                principal = principal_of(record)
+            except BadRequest as exc:
+                log.error("token record in Redis skipped: %s", exc.message)
+        if len(self._redis_cache) > 4096:
+            self._redis_cache.clear()
+        self._redis_cache[token_hash] = (principal, now)
+        return principal
 
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -228,23 +241,12 @@ class TokenStore:
             )
         token_hash = hash_token(token)
         self._refresh_file()
-        record = self._static.get(token_hash) or self._file_records.get(token_hash)
-        if record is None and self._redis_fetch is not None:
-            record = await self._from_redis(token_hash)
-        if record is None:
-            raise Unauthorized("invalid token: it is unknown or has been revoked")
-        principal = self._principal(record)
-        if principal.expires is not None and principal.expires <= dt.datetime.now(dt.UTC):
-            raise Unauthorized(f"token '{record.name}' expired at {record.expires}")
-        return principal
-
-    def _principal(self, record: TokenRecord) -> Principal:
-        key = f"{record.hash}\0{record.rules}\0{record.expires}\0{record.backend}"
-        principal = self._principals.get(key)
+        principal = self._static.get(token_hash) or self._from_file.get(token_hash)
+        if principal is None and self._redis_fetch is not None:
+            principal = await self._from_redis(token_hash)
         if principal is None:
-            if len(self._principals) > 4096:
-                self._principals.clear()
-            principal = Principal(record.name, parse(record.rules), record.backend,
-                                  record.expiry())
-            self._principals[key] = principal
+            raise Unauthorized("invalid token: it is unknown or has been revoked")
+        if principal.expires is not None and principal.expires <= dt.datetime.now(dt.UTC):
+            raise Unauthorized(
+                f"token '{principal.name}' expired at {principal.expires.isoformat()}")
         return principal

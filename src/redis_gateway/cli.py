@@ -139,6 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
         gateway, host=settings.host, port=settings.port, loop=loop,
         http="httptools" if _has("httptools") else "h11", lifespan="on",
         access_log=False, log_level=settings.log_level, server_header=False,
+        proxy_headers=False,  # nothing here reads the client's address
     )
     try:
         uvicorn.Server(config).run()

@@ -113,6 +113,9 @@ class CommandTable:
 
     def __init__(self, commands: dict[str, CommandInfo]) -> None:
         self.commands = commands
+        # Names exactly as clients send them ("GET", "get"), to skip decoding and
+        # lower-casing on every command. Only known names are kept, so it stays small.
+        self._as_sent: dict[bytes, CommandInfo] = {}
 
     @classmethod
     def from_command_info(cls, reply: list[Any]) -> CommandTable:
@@ -125,8 +128,14 @@ class CommandTable:
 
     def lookup(self, argv: Sequence[bytes]) -> CommandInfo | None:
         """The command, or its subcommand when it has one that ``argv[1]`` names."""
-        info = self.commands.get(argv[0].decode("utf-8", "replace").lower())
-        if info is None or not info.subcommands or len(argv) < 2:
+        info = self._as_sent.get(argv[0])
+        if info is None:
+            info = self.commands.get(argv[0].decode("utf-8", "replace").lower())
+            if info is None:
+                return None
+            if len(self._as_sent) < 4096:
+                self._as_sent[bytes(argv[0])] = info
+        if not info.subcommands or len(argv) < 2:
             return info
         sub = info.name + "|" + argv[1].decode("utf-8", "replace").lower()
         return info.subcommands.get(sub, info)

@@ -11,8 +11,7 @@ how to run it: back to back on a shared connection, or alone on a reserved one
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hiredis import ReplyError
 
@@ -81,8 +80,7 @@ BLOCK_TIMEOUTS: dict[str, tuple[int | bytes, float]] = {
 }
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     argv: Sequence[bytes]
     info: CommandInfo
     blocks: bool  # must run alone on a reserved connection
@@ -101,6 +99,18 @@ class Executor:
         self, principal: Principal, argv: Argv, table: CommandTable, *,
         in_transaction: bool = False, read_only: bool = False,
     ) -> Prepared:
+        """Every check, including keys that only the server can find."""
+        prepared = self.check(principal, argv, table, in_transaction=in_transaction,
+                              read_only=read_only)
+        if not principal.policy.all_keys:
+            await self._check_keys(principal, prepared.info, argv)
+        return prepared
+
+    def check(
+        self, principal: Principal, argv: Argv, table: CommandTable, *,
+        in_transaction: bool = False, read_only: bool = False,
+    ) -> Prepared:
+        """Every check that needs no round trip: all of them for a token with allkeys."""
         if not argv:
             raise BadRequest("empty command: the first element must be a command name")
         info = table.lookup(argv)
@@ -124,14 +134,6 @@ class Executor:
             raise Forbidden(
                 f"NOPERM this token has no permissions to run the '{info.name}' command"
             )
-        if not policy.all_keys:
-            keys = await self._keys(principal, info, argv)
-            denied = policy.denied_key(keys)
-            if denied is not None:
-                raise Forbidden(
-                    f"NOPERM this token has no permissions to access the "
-                    f"'{denied.decode('utf-8', 'replace')}' key"
-                )
         if not policy.all_channels and "pubsub" in info.categories:
             channels = argv[1:2] if info.name in ("publish", "spublish") else argv[1:]
             denied = policy.denied_channel(channels)
@@ -144,6 +146,14 @@ class Executor:
         if blocks:
             argv, blocks = self._cap_block(info.name, argv)
         return Prepared(argv, info, blocks)
+
+    async def _check_keys(self, principal: Principal, info: CommandInfo, argv: Argv) -> None:
+        denied = principal.policy.denied_key(await self._keys(principal, info, argv))
+        if denied is not None:
+            raise Forbidden(
+                f"NOPERM this token has no permissions to access the "
+                f"'{denied.decode('utf-8', 'replace')}' key"
+            )
 
     async def _keys(
         self, principal: Principal, info: CommandInfo, argv: Argv
@@ -233,10 +243,13 @@ class Executor:
         table = await backend.command_table()
         results: list[Any] = [None] * len(commands)
         runnable: list[tuple[int, Prepared]] = []
+        all_keys = principal.policy.all_keys
         for i, argv in enumerate(commands):
             try:
-                runnable.append((i, await self.prepare(principal, argv, table,
-                                                       read_only=read_only)))
+                prepared = self.check(principal, argv, table, read_only=read_only)
+                if not all_keys:
+                    await self._check_keys(principal, prepared.info, argv)
+                runnable.append((i, prepared))
             except GatewayError as exc:
                 results[i] = exc
         if runnable:

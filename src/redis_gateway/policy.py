@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .commands import READ_FLAGS, WRITE_FLAGS, CommandInfo
@@ -47,17 +47,23 @@ class Policy:
     read_patterns: tuple[bytes, ...]
     write_patterns: tuple[bytes, ...]
     channel_patterns: tuple[bytes, ...]
+    # Decided once per command name: the rules are fixed, and this is on every request.
+    _decisions: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
-    def all_keys(self) -> bool:
-        return b"*" in self.read_patterns and b"*" in self.write_patterns
+    def __post_init__(self) -> None:
+        # Derived here, not per request: most tokens have allkeys and allchannels.
+        object.__setattr__(self, "all_keys",
+                           b"*" in self.read_patterns and b"*" in self.write_patterns)
+        object.__setattr__(self, "all_channels", b"*" in self.channel_patterns)
 
-    @property
-    def all_channels(self) -> bool:
-        return b"*" in self.channel_patterns
+    all_keys: bool = field(init=False, compare=False)
+    all_channels: bool = field(init=False, compare=False)
 
     def allows_command(self, info: CommandInfo) -> bool:
-        return _allows(self.command_rules, info)
+        allowed = self._decisions.get(info.name)
+        if allowed is None:
+            allowed = self._decisions[info.name] = _allows(self.command_rules, info)
+        return allowed
 
     def denied_key(self, keys: Sequence[tuple[bytes, frozenset[str]]]) -> bytes | None:
         """The first key these rules do not grant in the way the command uses it."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import orjson
+
 from .auth import Principal
 from .codec import Encoder, TypedEncoder
 from .errors import BadRequest, GatewayError, MethodNotAllowed, RedisCommandError
@@ -155,37 +157,65 @@ def _load_json(body: bytes) -> Any:
     if not body.strip():
         raise BadRequest("the request body is empty: send a JSON array")
     try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None  # the standard parser below says precisely what is wrong
+    else:
+        if not _has_float(data):
+            return data
+    try:
         # Floats keep their exact text: "1e3" must reach Redis as 1e3, not 1000.0.
         return json.loads(body, parse_float=str, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
 
 
+def _has_float(data: Any) -> bool:
+    """True when a command or batch holds a float (orjson would lose its exact text)."""
+    if type(data) is not list:
+        return False
+    if float in map(type, data):
+        return True
+    return any(float in map(type, item) for item in data if type(item) is list)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in a command")
 
 
-def _argument(value: Any, where: str) -> bytes:
-    if isinstance(value, str):
-        try:
-            return value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadRequest(f"{where} is not valid Unicode (a lone surrogate escape); "
-                             "send binary values as a raw body in the path style") from None
-    if isinstance(value, bool):
+def _argument(value: Any) -> bytes:
+    if type(value) is str:
+        return value.encode("utf-8")  # UnicodeEncodeError is reported by _to_argv
+    if value is True or value is False:
         return b"true" if value else b"false"
-    if isinstance(value, int):
+    if type(value) is int:  # floats never get here: they are re-read as their text
         return b"%d" % value
-    kind = "null" if value is None else ("an array" if isinstance(value, list) else "an object")
-    raise BadRequest(f"{where} is {kind}; each argument must be a string, number or boolean")
+    raise TypeError(value)
 
 
 def _to_argv(value: Any, where: str) -> list[bytes]:
-    if not isinstance(value, list):
+    if type(value) is not list:
         raise BadRequest(f"{where} must be a JSON array such as [\"SET\", \"key\", \"value\"]")
     if not value:
         raise BadRequest(f"{where} is an empty array: its first element must be a command name")
-    return [_argument(v, f"{where}, element {i + 1},") for i, v in enumerate(value)]
+    try:
+        return [v.encode("utf-8") if type(v) is str else _argument(v) for v in value]
+    except (UnicodeEncodeError, TypeError):
+        pass
+    # Something is wrong: say which element and why, which the fast path above does not.
+    for i, v in enumerate(value):
+        element = f"{where}, element {i + 1},"
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(f"{element} is not valid Unicode (a lone surrogate escape); "
+                                 "send binary values as a raw body in the path style") from None
+        elif not isinstance(v, int):
+            kind = "null" if v is None else ("an array" if isinstance(v, list) else "an object")
+            raise BadRequest(f"{element} is {kind}; each argument must be a string, number "
+                             "or boolean")
+    raise AssertionError("unreachable: every element converts")  # pragma: no cover
 
 
 def _parse_command(body: bytes) -> list[bytes]:
