@@ -20,6 +20,16 @@ if ! command -v redis-server >/dev/null; then
         exit 1
     fi
 fi
+# The web console's browser tests drive Debian's chromium through Playwright (never
+# `playwright install`: it downloads a browser).
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else
+        echo "chromium not found: the console's browser tests will be skipped" \
+             "(install it, e.g. apt-get install chromium)" >&2
+    fi
+fi
 # The @upstash/redis SDK test runs under Node.js.
 if command -v npm >/dev/null; then
     npm ci --prefix tests/js --no-audit --no-fund --silent

@@ -54,7 +54,7 @@ def test_malformed_batches(admin: httpx.Client, body: bytes, expected: str) -> N
 
 def test_unknown_command_and_arity(admin: httpx.Client) -> None:
     message = error(admin.post("/", json=["FOO", "bar"]), 400)
-    assert message == "ERR unknown command 'FOO', with args beginning with: 'bar'"
+    assert message == "ERR unknown command 'FOO', with args beginning with: 'bar' "
     message = error(admin.post("/", json=["GET"]), 400)
     assert message == "ERR wrong number of arguments for 'get' command"
     assert "path names no command" not in error(admin.get("/nosuch"), 400)

@@ -69,6 +69,11 @@ def test_resp3_types(admin: httpx.Client, k: str) -> None:
     assert typed(admin, 3, "BLPOP", k + "empty", "0.01") == {"type": "null"}
     assert typed(admin, 3, "EVAL", "redis.setresp(3); return true", 0) == {
         "type": "boolean", "value": True}
+    # false is a reply like any other, not "wait for more data": the next request on the
+    # shared connection must get its own reply
+    assert typed(admin, 3, "EVAL", "redis.setresp(3); return false", 0) == {
+        "type": "boolean", "value": False}
+    assert typed(admin, 3, "ECHO", "after false") == {"type": "bulk", "value": "after false"}
     assert typed(admin, 3, "EVAL", "redis.setresp(3); return {big_number='123456789012345678"
                  "901234567890'}", 0) == {"type": "bignumber",
                                           "value": "123456789012345678901234567890"}

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 
 from .errors import CommandTimeout, RedisUnavailable
-from .resp import TypedReader
+from .resp import NOT_ENOUGH_DATA, TypedReader
 
 
 class Reader(Protocol):
@@ -112,7 +112,7 @@ class Connection(asyncio.Protocol):
         pending = self._pending
         while pending:
             reply = self._reader.gets()
-            if reply is False:
+            if reply is NOT_ENOUGH_DATA:
                 return
             waiter = pending[0]
             waiter.replies.append(reply)
@@ -229,7 +229,7 @@ async def open_connection(
 ) -> Connection:
     """Connect, authenticate and select the database, all within ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
-    reader: Reader = TypedReader() if typed else hiredis.Reader()
+    reader: Reader = TypedReader() if typed else hiredis.Reader(notEnoughData=NOT_ENOUGH_DATA)
     label = address.display()
 
     def factory() -> Connection:

@@ -318,5 +318,6 @@ def _reads_only(info: CommandInfo) -> bool:
 
 def _unknown_command(argv: Argv) -> str:
     name = argv[0].decode("utf-8", "replace")
-    args = " ".join(f"'{a.decode('utf-8', 'replace')}'" for a in argv[1:6])
+    # Redis's own wording, a space after each quoted argument included.
+    args = "".join(f"'{a.decode('utf-8', 'replace')}' " for a in argv[1:6])
     return f"ERR unknown command '{name}', with args beginning with: {args}"

@@ -15,6 +15,7 @@ from typing import Any, Final
 from hiredis import ProtocolError, ReplyError
 
 __all__ = [
+    "NOT_ENOUGH_DATA",
     "NULL_ARRAY",
     "BigNumber",
     "Double",
@@ -93,6 +94,11 @@ class _Incomplete(Exception):
     pass
 
 
+# What a reader's gets() returns until a whole reply has arrived. Not False: RESP3 has a
+# boolean false reply, which must not be mistaken for "wait for more data".
+NOT_ENOUGH_DATA: Final = object()
+
+
 class TypedReader:
     """An incremental RESP2/RESP3 parser with the same ``feed``/``gets`` shape as hiredis."""
 
@@ -104,13 +110,13 @@ class TypedReader:
         self._buf += data
 
     def gets(self) -> Any:
-        """The next complete reply, or ``False`` when more data is needed."""
+        """The next complete reply, or ``NOT_ENOUGH_DATA`` when more data is needed."""
         start = self._pos
         try:
             reply = self._parse()
         except _Incomplete:
             self._pos = start
-            return False
+            return NOT_ENOUGH_DATA
         if self._pos > 65536:
             del self._buf[: self._pos]
             self._pos = 0
