@@ -77,7 +77,7 @@ def test_serve_starts_an_embedded_redis(tmp_path: Path, path_env: str) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=15)[0]
-    assert process.returncode == 130, output  # the shell's code for "ended by Ctrl-C"
+    assert process.returncode == 0, output  # a clean stop after finishing what was in flight
     assert "Traceback" not in output
     for pid in children:  # Ctrl-C stopped the embedded Redis too
         assert not Path(f"/proc/{pid}").exists() or \

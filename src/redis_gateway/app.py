@@ -22,13 +22,14 @@ from .http import (
     Cors,
     Headers,
     Receive,
+    Request,
     Response,
     Scope,
     Send,
     SyncTokens,
     bearer_token,
     json_body,
-    respond,
+    read_body,
 )
 from .rest import RestApi
 from .settings import Settings
@@ -81,10 +82,27 @@ class Gateway:
         return reply
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
+        """ASGI: for uvicorn, Mangum and any other ASGI server."""
+        if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method: str = scope["method"]
+        try:
+            body = await read_body(scope, receive, self.settings.limits.max_body_bytes)
+        except GatewayError as exc:
+            response = _error(exc)
+        else:
+            request = Request(method, scope["path"], scope.get("raw_path") or
+                              scope["path"].encode(), scope.get("query_string", b""),
+                              scope["headers"], body)
+            response = await self.handle(request)
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": [*response.headers,
+                                (b"content-length", b"%d" % len(response.body))]})
+        await send({"type": "http.response.body",
+                    "body": b"" if method == "HEAD" else response.body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -119,15 +137,15 @@ class Gateway:
             if result is not None:
                 await result
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method: str = scope["method"]
-        cors = self.cors.headers(scope)
-        headers: Headers = [*cors, (b"upstash-sync-token", self.sync_tokens.next())]
+    async def handle(self, request: Request) -> Response:
+        """Route one request to its front door; every outcome is a response, never a raise."""
+        method = request.method
+        headers: Headers = [*self.cors.headers(request),
+                            (b"upstash-sync-token", self.sync_tokens.next())]
         try:
-            path = self._local_path(scope["path"])
+            path = self._local_path(request.path)
             if method == "OPTIONS":
-                await respond(send, 204, b"", self.cors.preflight(scope))
-                return
+                return Response(204, b"", self.cors.preflight(request))
             if method not in _METHODS:
                 raise MethodNotAllowed(
                     f"method {method} is not allowed; use GET, POST, PUT or HEAD"
@@ -135,7 +153,7 @@ class Gateway:
             if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
                 response = await self._health(path)
             elif path == "/graphql" and method in ("GET", "POST"):
-                response = await self.graphql().handle(scope, receive, method)
+                response = await self.graphql().handle(request)
             elif (path == "/console" or path.startswith("/console/")) and \
                     method in ("GET", "HEAD"):
                 if path == "/console":  # relative asset URLs need the trailing slash
@@ -144,8 +162,8 @@ class Gateway:
                 else:
                     response = self.console.get(path[len("/console/"):])
             else:
-                principal = await self.tokens.authenticate(bearer_token(scope))
-                response = await self.rest.handle(scope, receive, principal, path, method)
+                principal = await self.tokens.authenticate(bearer_token(request))
+                response = await self.rest.handle(request, principal, path)
         except GatewayError as exc:
             response = _error(exc)
         except Exception:
@@ -156,8 +174,8 @@ class Gateway:
             ), [JSON_TYPE])
         if response.status == 405:
             headers.append((b"allow", b"GET, POST, PUT, HEAD, OPTIONS"))
-        await respond(send, response.status, response.body, [*response.headers, *headers],
-                      head=method == "HEAD")
+        response.headers = [*response.headers, *headers]
+        return response
 
     def _local_path(self, path: str) -> str:
         if not self._base:

@@ -91,8 +91,6 @@ def _tokens_file(args: argparse.Namespace, settings: settings_mod.Settings) -> P
 
 # serve ------------------------------------------------------------------------------
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .app import Gateway
     from .embedded import EmbeddedRedis, EmbeddedRedisError
 
@@ -135,9 +133,29 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"  try: curl -H 'Authorization: Bearer {dev_token}' {base}/ping", flush=True)
     else:
         print(f"  tokens: from configuration and {settings.tokens_file}", flush=True)
-    loop = "uvloop" if _has("uvloop") else "asyncio"
+    try:
+        if settings.server == "uvicorn":
+            return _run_uvicorn(gateway, settings)
+        from .server import serve
+
+        if _has("uvloop"):
+            import uvloop
+
+            uvloop.install()
+        asyncio.run(serve(gateway, settings.host, settings.port,
+                          settings.limits.max_body_bytes))
+    finally:
+        if embedded:
+            embedded.stop()
+    return 0
+
+
+def _run_uvicorn(app: Any, settings: settings_mod.Settings) -> int:
+    import uvicorn
+
     config = uvicorn.Config(
-        gateway, host=settings.host, port=settings.port, loop=loop,
+        app, host=settings.host, port=settings.port,
+        loop="uvloop" if _has("uvloop") else "asyncio",
         http="httptools" if _has("httptools") else "h11", lifespan="on",
         access_log=False, log_level=settings.log_level, server_header=False,
         proxy_headers=False,  # nothing here reads the client's address
@@ -146,9 +164,6 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.Server(config).run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
         return 130
-    finally:
-        if embedded:
-            embedded.stop()
     return 0
 
 

@@ -25,16 +25,33 @@ Headers = list[tuple[bytes, bytes]]
 JSON_TYPE = (b"content-type", b"application/json")
 
 
-def header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+class Request:
+    """One whole HTTP request, body included: what every front door is handed.
+
+    Built by the ASGI adapter (``app.Gateway.__call__``) or by the built-in server,
+    so the front doors never see either's plumbing.
+    """
+
+    __slots__ = ("body", "headers", "method", "path", "query_string", "raw_path")
+
+    def __init__(self, method: str, path: str, raw_path: bytes, query_string: bytes,
+                 headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.method = method
+        self.path = path  # percent-decoded
+        self.raw_path = raw_path  # as sent: keeps %2F apart from the '/' between segments
+        self.query_string = query_string
+        self.headers = headers  # names in lower case
+        self.body = body
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return bytes(value)
+        return None
 
 
-def query_pairs(scope: Scope) -> list[tuple[bytes, bytes | None]]:
+def query_pairs(raw: bytes) -> list[tuple[bytes, bytes | None]]:
     """Query parameters in order, percent-decoded, '+' as space; ``None`` for a bare key."""
-    raw: bytes = scope.get("query_string", b"")
     pairs: list[tuple[bytes, bytes | None]] = []
     for part in raw.split(b"&"):
         if not part:
@@ -48,23 +65,24 @@ def _unquote(raw: bytes) -> bytes:
     return unquote_to_bytes(raw.replace(b"+", b" "))
 
 
-def bearer_token(scope: Scope) -> str | None:
+def bearer_token(request: Request) -> str | None:
     """The token from ``Authorization: Bearer`` or, failing that, ``?_token=``."""
-    auth = header(scope, b"authorization")
+    auth = request.header(b"authorization")
     if auth is not None:
         scheme, _, credentials = auth.decode("latin-1").strip().partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             return credentials.strip()
-    for key, value in query_pairs(scope):
+    for key, value in query_pairs(request.query_string):
         if key == b"_token" and value:
             return value.decode("utf-8", "replace")
     return None
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    declared = header(scope, b"content-length")
+    """An ASGI request's whole body, refused past ``limit`` bytes."""
+    declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     more = True
@@ -75,13 +93,13 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
 
 
-def _too_large(limit: int) -> LimitExceeded:
+def too_large(limit: int) -> LimitExceeded:
     return LimitExceeded(
         f"the request body is larger than {limit} bytes (limits.max_body_bytes)"
     )
@@ -120,8 +138,8 @@ class Cors:
         self._origins = {o.encode() for o in origins}
         self._any = b"*" in self._origins
 
-    def headers(self, scope: Scope) -> Headers:
-        origin = header(scope, b"origin")
+    def headers(self, request: Request) -> Headers:
+        origin = request.header(b"origin")
         if origin is None or not self._origins:
             return []
         if self._any:
@@ -132,24 +150,14 @@ class Cors:
                     (b"access-control-expose-headers", b"upstash-sync-token")]
         return [(b"vary", b"origin")]
 
-    def preflight(self, scope: Scope) -> Headers:
-        allowed = self.headers(scope)
+    def preflight(self, request: Request) -> Headers:
+        allowed = self.headers(request)
         if not any(k == b"access-control-allow-origin" for k, _ in allowed):
             return allowed
         return [*allowed,
                 (b"access-control-allow-methods", b"GET, POST, PUT, HEAD, OPTIONS"),
                 (b"access-control-allow-headers", self.ALLOW_HEADERS),
                 (b"access-control-max-age", b"600")]
-
-
-async def respond(send: Send, status: int, body: bytes, headers: Headers,
-                  *, head: bool = False) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [*headers, (b"content-length", b"%d" % len(body))],
-    })
-    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 def json_body(value: Any) -> bytes:

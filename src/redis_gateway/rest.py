@@ -23,7 +23,7 @@ from .auth import Principal
 from .codec import Encoder, TypedEncoder
 from .errors import BadRequest, GatewayError, MethodNotAllowed, RedisCommandError
 from .executor import Executor
-from .http import JSON_TYPE, Receive, Response, Scope, json_body, query_pairs, read_body
+from .http import JSON_TYPE, Request, Response, json_body, query_pairs
 from .resp import ReplyError, encode_resp2
 
 _RESP_TYPE = (b"content-type", b"application/octet-stream")
@@ -40,14 +40,16 @@ class RestApi:
         self._max_reply = max_reply_bytes
 
     async def handle(
-        self, scope: Scope, receive: Receive, principal: Principal, path: str, method: str
+        self, request: Request, principal: Principal, path: str
     ) -> Response:
-        fmt = ReplyFormat.of(scope)
+        """``path`` is the request's path below the gateway's base path."""
+        method = request.method
+        fmt = ReplyFormat.of(request)
         batch = _BATCH_PATHS.get("/" + path.lstrip("/"))
         if batch is not None:
             if method != "POST":
                 raise MethodNotAllowed(f"{method} is not allowed on /{batch}; use POST")
-            commands = _parse_batch(await read_body(scope, receive, self._max_body))
+            commands = _parse_batch(request.body)
             if batch == "multi-exec":
                 fmt = fmt.without_resp2()  # as Upstash: transactions always answer JSON
                 replies = await self._executor.transaction(principal, commands,
@@ -61,9 +63,9 @@ class RestApi:
                     f"{method} / has no command; POST a JSON array such as [\"GET\", \"key\"] "
                     "or put the command in the path, e.g. GET /get/key"
                 )
-            argv = _parse_command(await read_body(scope, receive, self._max_body))
+            argv = _parse_command(request.body)
         else:
-            argv = await self._path_command(scope, receive, method)
+            argv = self._path_command(request)
         reply = await self._executor.execute(principal, argv, exact=fmt.exact)
         if fmt.resp2:
             status = 400 if isinstance(reply, ReplyError) else 200
@@ -85,16 +87,13 @@ class RestApi:
         encoder = Encoder(fmt.base64, self._max_reply)
         return Response(200, json_body([encoder.item(r) for r in replies]), [JSON_TYPE])
 
-    async def _path_command(self, scope: Scope, receive: Receive, method: str) -> list[bytes]:
+    def _path_command(self, request: Request) -> list[bytes]:
         # The raw path keeps %2F inside a segment apart from the '/' between segments.
-        raw: bytes = scope.get("raw_path") or scope["path"].encode()
-        raw = raw.split(b"?", 1)[0][len(self._base_path):]
+        raw = request.raw_path.split(b"?", 1)[0][len(self._base_path):]
         argv = [unquote_to_bytes(seg) for seg in raw[1:].split(b"/")]
-        if method in ("POST", "PUT"):
-            body = await read_body(scope, receive, self._max_body)
-            if body:
-                argv.append(body)
-        for key, value in query_pairs(scope):
+        if request.method in ("POST", "PUT") and request.body:
+            argv.append(request.body)
+        for key, value in query_pairs(request.query_string):
             if key == b"_token":
                 continue
             argv.append(key)
@@ -120,10 +119,10 @@ class ReplyFormat:
         return ReplyFormat(self.base64, False, self.typed)
 
     @classmethod
-    def of(cls, scope: Scope) -> ReplyFormat:
+    def of(cls, request: Request) -> ReplyFormat:
         base64 = resp2 = False
         typed = None
-        for key, value in scope["headers"]:
+        for key, value in request.headers:
             if key == b"upstash-encoding":
                 base64 = value.strip().lower() == b"base64"
             elif key == b"upstash-response-format":

@@ -109,6 +109,9 @@ class Settings:
     base_path: str = ""
     cors_origins: list[str] = field(default_factory=lambda: ["*"])
     log_level: str = "info"
+    # "builtin": the gateway's own HTTP/1.1 server (server.py), fastest; "uvicorn" if
+    # you need what only uvicorn has (h11 fallback, its logging and options).
+    server: str = "builtin"
     # Where `redis-gateway token create` keeps tokens (hashes only); "" disables the file.
     tokens_file: str = ""
     # "redis": tokens also live in the default backend, shared by all gateway instances.
@@ -133,6 +136,7 @@ class Settings:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "token_store": ("file", "redis"),
     "log_level": ("critical", "error", "warning", "info", "debug"),
+    "server": ("builtin", "uvicorn"),
 }
 
 

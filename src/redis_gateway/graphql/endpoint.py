@@ -34,7 +34,7 @@ from graphql.validation import NoSchemaIntrospectionCustomRule
 from ..auth import Principal, TokenStore
 from ..errors import GatewayError, Unauthorized
 from ..executor import Executor
-from ..http import JSON_TYPE, Receive, Response, Scope, header, json_body, read_body
+from ..http import JSON_TYPE, Request, Response, json_body
 from ..settings import Settings
 from .batch import Batch
 from .resolvers import Context
@@ -58,11 +58,11 @@ def _failure(status: int, error_type: str, message: str,
     return Response(status, json_body({"errors": [error]}), headers)
 
 
-def graphql_token(scope: Scope) -> str | None:
-    api_key = header(scope, b"x-api-key")
+def graphql_token(request: Request) -> str | None:
+    api_key = request.header(b"x-api-key")
     if api_key:
         return api_key.decode("latin-1").strip()
-    auth = header(scope, b"authorization")
+    auth = request.header(b"authorization")
     if auth:
         text = auth.decode("latin-1").strip()
         scheme, _, rest = text.partition(" ")
@@ -81,8 +81,8 @@ class GraphQLEndpoint:
         if not settings.graphql.introspection:
             self._rules.append(NoSchemaIntrospectionCustomRule)
 
-    async def handle(self, scope: Scope, receive: Receive, method: str) -> Response:
-        token = graphql_token(scope)
+    async def handle(self, request: Request) -> Response:
+        token = graphql_token(request)
         if token is None:
             return _failure(401, "UnauthorizedException", _NOT_AUTHORIZED, {
                 "reason": "missing token: send 'x-api-key: <token>' or "
@@ -92,26 +92,26 @@ class GraphQLEndpoint:
         except Unauthorized as exc:
             return _failure(401, "UnauthorizedException", _NOT_AUTHORIZED,
                             {"reason": exc.message})
-        if method == "GET":
-            params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-            request: Any = {k: params[k] for k in ("query", "operationName") if k in params}
+        envelope: Any
+        if request.method == "GET":
+            params = dict(parse_qsl(request.query_string.decode("latin-1")))
+            envelope = {k: params[k] for k in ("query", "operationName") if k in params}
             if "variables" in params:
                 try:
-                    request["variables"] = json.loads(params["variables"])
+                    envelope["variables"] = json.loads(params["variables"])
                 except ValueError:
                     return _failure(400, _MALFORMED, "Unable to parse GraphQL query.")
         else:
-            body = await read_body(scope, receive, self._settings.limits.max_body_bytes)
-            if not body.strip():
+            if not request.body.strip():
                 return _failure(400, _MALFORMED, "Request body is empty.")
-            request = _envelope(body, header(scope, b"content-type") or b"")
-        if not isinstance(request, dict) or not isinstance(request.get("query"), str):
+            envelope = _envelope(request.body, request.header(b"content-type") or b"")
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("query"), str):
             return _failure(400, _MALFORMED, "Unable to parse GraphQL query.")
-        variables = request.get("variables")
+        variables = envelope.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return _failure(400, _MALFORMED, "variables must be a JSON object.")
-        return await self._run(principal, request["query"], variables,
-                               request.get("operationName"), method)
+        return await self._run(principal, envelope["query"], variables,
+                               envelope.get("operationName"), request.method)
 
     def _checked(self, query: str) -> tuple[DocumentNode | None, list[GraphQLError]]:
         """Parse and validate a document, once per distinct text.
