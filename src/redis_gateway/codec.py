@@ -35,6 +35,11 @@ class Encoder:
         self.budget = limit
 
     def value(self, reply: Any) -> Any:
+        if type(reply) is bytes:  # the common case first, without the subclass checks
+            self.charge(len(reply))
+            if self.base64 and reply != _OK:
+                return binascii.b2a_base64(reply, newline=False).decode("ascii")
+            return reply.decode("utf-8", "replace")
         if isinstance(reply, bytes):
             self.charge(len(reply))
             if self.base64 and reply != _OK and not isinstance(reply, Double):

@@ -42,6 +42,13 @@ class CommandInfo:
     step: int
     key_specs: tuple[KeySpec, ...] = ()
     subcommands: dict[str, CommandInfo] = field(default_factory=dict)
+    # Derived from categories once, read on every command.
+    blocking: bool = field(init=False)
+    pubsub: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocking", "blocking" in self.categories)
+        object.__setattr__(self, "pubsub", "pubsub" in self.categories)
 
     @property
     def keys_need_server(self) -> bool:

@@ -134,7 +134,7 @@ class Executor:
             raise Forbidden(
                 f"NOPERM this token has no permissions to run the '{info.name}' command"
             )
-        if not policy.all_channels and "pubsub" in info.categories:
+        if info.pubsub and not policy.all_channels:
             channels = argv[1:2] if info.name in ("publish", "spublish") else argv[1:]
             denied = policy.denied_channel(channels)
             if denied is not None:
@@ -142,10 +142,10 @@ class Executor:
                     f"NOPERM this token has no permissions to access the "
                     f"'{denied.decode('utf-8', 'replace')}' channel"
                 )
-        blocks = "blocking" in info.categories
-        if blocks:
+        if info.blocking:
             argv, blocks = self._cap_block(info.name, argv)
-        return Prepared(argv, info, blocks)
+            return Prepared(argv, info, blocks)
+        return Prepared(argv, info, False)
 
     async def _check_keys(self, principal: Principal, info: CommandInfo, argv: Argv) -> None:
         denied = principal.policy.denied_key(await self._keys(principal, info, argv))

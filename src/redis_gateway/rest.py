@@ -175,7 +175,10 @@ def _has_float(data: Any) -> bool:
         return False
     if float in map(type, data):
         return True
-    return any(float in map(type, item) for item in data if type(item) is list)
+    for item in data:  # noqa: SIM110 - a plain loop: any() over a generator costs more here
+        if type(item) is list and float in map(type, item):
+            return True
+    return False
 
 
 def _reject_constant(name: str) -> Any:
@@ -192,15 +195,18 @@ def _argument(value: Any) -> bytes:
     raise TypeError(value)
 
 
-def _to_argv(value: Any, where: str) -> list[bytes]:
+def _to_argv(value: Any, index: int | None = None) -> list[bytes]:
+    """A command as bytes; ``index`` is its place in a batch, for error messages."""
+    if type(value) is list and value:
+        try:
+            return [v.encode("utf-8") if type(v) is str else _argument(v) for v in value]
+        except (UnicodeEncodeError, TypeError):
+            pass
+    where = "the command" if index is None else f"command {index + 1}"
     if type(value) is not list:
         raise BadRequest(f"{where} must be a JSON array such as [\"SET\", \"key\", \"value\"]")
     if not value:
         raise BadRequest(f"{where} is an empty array: its first element must be a command name")
-    try:
-        return [v.encode("utf-8") if type(v) is str else _argument(v) for v in value]
-    except (UnicodeEncodeError, TypeError):
-        pass
     # Something is wrong: say which element and why, which the fast path above does not.
     for i, v in enumerate(value):
         element = f"{where}, element {i + 1},"
@@ -218,7 +224,7 @@ def _to_argv(value: Any, where: str) -> list[bytes]:
 
 
 def _parse_command(body: bytes) -> list[bytes]:
-    return _to_argv(_load_json(body), "the command")
+    return _to_argv(_load_json(body))
 
 
 def _parse_batch(body: bytes) -> list[list[bytes]]:
@@ -227,4 +233,4 @@ def _parse_batch(body: bytes) -> list[list[bytes]]:
         raise BadRequest(
             "expected an array of command arrays such as [[\"SET\",\"k\",\"v\"],[\"GET\",\"k\"]]"
         )
-    return [_to_argv(c, f"command {i + 1}") for i, c in enumerate(data)]
+    return [_to_argv(c, i) for i, c in enumerate(data)]
