@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support import GatewayProcess, RedisServer  # noqa: E402
+from support import GatewayProcess, RedisServer
 
 
 async def measure(name: str, seconds: float, concurrency: int, commands_per_call: int,
