@@ -16,6 +16,7 @@ import pytest
 
 from redis_gateway import aws_lambda
 from redis_gateway.auth import hash_token, new_token
+
 from support import RedisServer
 
 

@@ -9,6 +9,7 @@ routing by slot or role stays behind it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ import hiredis
 
 from .commands import CommandTable
 from .connection import Address, Connection, TlsFiles, open_connection
-from .errors import RedisUnavailable
+from .errors import CommandTimeout, RedisUnavailable
 from .settings import BackendSettings, LimitSettings
 
 log = logging.getLogger("redis_gateway.backend")
@@ -57,8 +58,33 @@ class Backend(Protocol):
 
 
 def make_backend(name: str, settings: BackendSettings, limits: LimitSettings) -> Backend:
-    """The backend for one configured Redis deployment."""
+    """The backend for one configured Redis deployment, by its topology."""
+    # Imported here: a topology's module loads only when configured (import time counts
+    # on Lambda), and each builds on StandaloneBackend from this module.
+    if settings.topology == "cluster":
+        from .cluster import ClusterBackend
+
+        return ClusterBackend(name, settings, limits)
+    if settings.topology == "replicas":
+        from .replicas import ReplicaBackend
+
+        return ReplicaBackend.from_settings(name, settings, limits)
+    if settings.topology == "sentinel":
+        from .sentinel import SentinelBackend
+
+        return SentinelBackend(name, settings, limits)
     return StandaloneBackend(name, settings, limits)
+
+
+def backend_address(settings: BackendSettings) -> Address:
+    """The address in the backend's URL, with ``username``/``password`` settings applied."""
+    address = Address.parse(settings.url)
+    if settings.username is not None or settings.password is not None:
+        address = dataclasses.replace(
+            address, username=settings.username or address.username,
+            password=settings.password or address.password,
+        )
+    return address
 
 
 def pack(commands: Sequence[Argv]) -> bytes:
@@ -68,15 +94,15 @@ def pack(commands: Sequence[Argv]) -> bytes:
 class StandaloneBackend:
     """One Redis server: a few shared connections plus a bounded set of reserved ones."""
 
-    def __init__(self, name: str, settings: BackendSettings, limits: LimitSettings) -> None:
+    def __init__(
+        self, name: str, settings: BackendSettings, limits: LimitSettings, *,
+        address: Address | None = None, readonly: bool = False,
+    ) -> None:
+        """``address`` overrides the settings' URL (a node of a topology); ``readonly``
+        sends READONLY on every connection (a Redis Cluster replica that serves reads)."""
         self.name = name
-        self._address = Address.parse(settings.url)
-        if settings.username is not None or settings.password is not None:
-            self._address = Address(
-                **{**self._address.__dict__,
-                   "username": settings.username or self._address.username,
-                   "password": settings.password or self._address.password}
-            )
+        self._address = address or backend_address(settings)
+        self._readonly = readonly
         self._tls = TlsFiles(settings.tls_ca_file, settings.tls_cert_file,
                              settings.tls_key_file, settings.tls_check_hostname)
         self._limits = limits
@@ -101,16 +127,28 @@ class StandaloneBackend:
         if time.monotonic() < self._retry_at:
             raise RedisUnavailable(self._last_failure)
         try:
-            return await open_connection(
+            conn = await open_connection(
                 self._address, tls=self._tls, timeout=self._limits.connect_timeout,
                 typed=exact is not None, resp3=exact == 3,
             )
+            if self._readonly:
+                await self._allow_replica_reads(conn)
+            return conn
         except RedisUnavailable as exc:
             if exc.message != self._last_failure:
                 log.warning("%s", exc.message)
             self._last_failure = exc.message
             self._retry_at = time.monotonic() + self._limits.reconnect_backoff
             raise
+
+    async def _allow_replica_reads(self, conn: Connection) -> None:
+        try:
+            reply = await conn.call("READONLY", timeout=self._limits.connect_timeout)
+        except CommandTimeout:
+            raise RedisUnavailable(f"Redis at {self.label} did not answer READONLY") from None
+        if isinstance(reply, hiredis.ReplyError):
+            conn.close()
+            raise RedisUnavailable(f"Redis at {self.label} refused READONLY: {reply}")
 
     async def _shared_connection(self) -> Connection:
         alive = [c for c in self._shared if c is not None and c.alive]

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .policy import RuleError
 from .policy import parse as parse_rules
@@ -34,7 +35,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class BackendSettings:
-    """One Redis server (or later, one topology) that tokens can be pointed at."""
+    """One Redis deployment that tokens can be pointed at: a server or a topology."""
 
     url: str = ""
     username: str | None = None
@@ -47,6 +48,24 @@ class BackendSettings:
     connections: int = 1
     # Connections reserved one request at a time: transactions and blocking commands.
     max_dedicated_connections: int = 32
+    # "standalone": url is the server. "replicas": url is the primary, `replicas` its
+    # read replicas. "sentinel": url's host is the master name (redis://mymaster/0),
+    # `sentinels` are asked where its primary is. "cluster": url (an ElastiCache
+    # configuration endpoint, or any node) and `seeds` are where the slot map is read.
+    # Every node is reached with url's scheme, credentials and TLS files.
+    topology: str = "standalone"
+    replicas: list[str] = field(default_factory=list)
+    sentinels: list[str] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)
+    # Run commands flagged readonly on replicas. Unset: on for "replicas", off for
+    # "sentinel" and "cluster", where reading your own writes is what clients expect.
+    read_from_replicas: bool | None = None
+
+    @property
+    def replica_reads(self) -> bool:
+        if self.read_from_replicas is None:
+            return self.topology == "replicas"
+        return self.read_from_replicas
 
 
 @dataclass(frozen=True)
@@ -205,6 +224,7 @@ def _finish(settings: Settings) -> Settings:
             raise SettingsError(f"backends.{name}.url: is required")
         if backend.connections < 1 or backend.max_dedicated_connections < 1:
             raise SettingsError(f"backends.{name}: connection counts must be at least 1")
+        _check_topology(f"backends.{name}", backend)
     for i, token in enumerate(settings.tokens):
         where = f"tokens[{i}]"
         if not token.name:
@@ -233,6 +253,49 @@ def _finish(settings: Settings) -> Settings:
     if settings.token_store == "redis" and not settings.token_store_secret:
         raise SettingsError("token_store_secret: is required when token_store is 'redis'")
     return dataclasses.replace(settings, backends=backends)
+
+
+_TOPOLOGY_LISTS = {"replicas": "replicas", "sentinels": "sentinel", "seeds": "cluster"}
+
+
+def _check_topology(where: str, backend: BackendSettings) -> None:
+    topology = backend.topology
+    allowed = ("standalone", "replicas", "sentinel", "cluster")
+    if topology not in allowed:
+        raise SettingsError(f"{where}.topology: '{topology}' is not one of {', '.join(allowed)}")
+    for key, owner in _TOPOLOGY_LISTS.items():
+        urls: list[str] = getattr(backend, key)
+        if urls and topology != owner:
+            raise SettingsError(f"{where}.{key}: only used with topology = \"{owner}\" "
+                                f"(this backend's topology is '{topology}')")
+        for i, url in enumerate(urls):
+            if not url.startswith(("redis://", "rediss://")) or not urlsplit(url).hostname:
+                raise SettingsError(f"{where}.{key}[{i}]: '{url}' must be redis://host:port "
+                                    "or rediss://host:port")
+    if topology == "standalone":
+        if backend.read_from_replicas:
+            raise SettingsError(f"{where}.read_from_replicas: needs a topology with replicas "
+                                "(replicas, sentinel or cluster)")
+        return
+    parts = urlsplit(backend.url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        example = "redis://mymaster/0" if topology == "sentinel" else "redis://10.0.0.5:6379"
+        raise SettingsError(f"{where}.url: topology '{topology}' needs a redis:// or rediss:// "
+                            f"URL with a host, e.g. {example}")
+    if topology == "replicas" and not backend.replicas:
+        raise SettingsError(f"{where}.replicas: list the read replicas, e.g. "
+                            "[\"redis://10.0.0.6:6379\"]")
+    if topology == "sentinel":
+        if not backend.sentinels:
+            raise SettingsError(f"{where}.sentinels: list the Sentinels to ask, e.g. "
+                                "[\"redis://10.0.0.7:26379\", \"redis://10.0.0.8:26379\"]")
+        if parts.port is not None:
+            raise SettingsError(f"{where}.url: with topology 'sentinel' the URL's host is the "
+                                f"master name ('{parts.hostname}') and it has no port: the "
+                                "Sentinels say where the primary is")
+    if topology == "cluster" and parts.path.strip("/") not in ("", "0"):
+        raise SettingsError(f"{where}.url: Redis Cluster has only database 0; "
+                            f"remove '{parts.path}' from the URL")
 
 
 def _build(cls: type[Any], data: Any, where: str) -> Any:
