@@ -37,6 +37,15 @@ else
     echo "npm not found: the @upstash/redis SDK test will be skipped" >&2
 fi
 
+# The AWS template checks in tests/test_template.py run cfn-lint and the SAM CLI, kept in
+# their own venv (.venv-sam, Python 3.13 like the Lambda runtime); installed once, reused.
+if ! scripts/check_template.sh --install; then
+    if [ -n "${CI:-}" ]; then
+        exit 1
+    fi
+    echo "cfn-lint/SAM CLI not installed: tests/test_template.py will skip their checks" >&2
+fi
+
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/pytest -q "$@"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from redis_gateway import aws_lambda
-from redis_gateway.auth import hash_token, new_token
+from redis_gateway.auth import TokenRecord, hash_token, new_token, sign_record
 
 from support import RedisServer
 
@@ -260,13 +260,25 @@ def test_password_from_secrets_manager(monkeypatch: pytest.MonkeyPatch, configur
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     try:
         with mock_aws():
-            arn = boto3.client("secretsmanager").create_secret(
-                Name="redis-auth", SecretString=json.dumps(
-                    {"username": "default", "token": "s3cret-auth-token-0123"}))["ARN"]
+            manager = boto3.client("secretsmanager")
+            arn = manager.create_secret(Name="redis-auth", SecretString=json.dumps(
+                {"username": "default", "token": "s3cret-auth-token-0123"}))["ARN"]
+            key_arn = manager.create_secret(Name="token-key", SecretString=json.dumps(
+                {"key": "signing-key-0123"}))["ARN"]
             token = configure(REDIS=server.url, PASSWORD_SECRET_ARN=arn)
             event = appsync_event("set", {"key": "sm", "value": "ok"}, parent="Mutation",
                                   api_key=token)
             assert aws_lambda.handler(event, None) == "OK"
+            # tokens kept in Redis, signed with a key that also lives in Secrets Manager
+            stored = new_token()
+            record = TokenRecord("rest-client", hash_token(stored), "read-only")
+            server.cli("-a", "s3cret-auth-token-0123", "--no-auth-warning", "HSET",
+                       "redis-gateway:tokens", record.hash,
+                       sign_record(record, "signing-key-0123").decode())
+            configure(REDIS=server.url, PASSWORD_SECRET_ARN=arn, TOKEN_STORE="redis",
+                      TOKEN_STORE_SECRET_ARN=key_arn)
+            response = aws_lambda.handler(http_v2("GET", "/get/sm", stored), None)
+            assert json.loads(response["body"]) == {"result": "ok"}
         assert server.cli("-a", "s3cret-auth-token-0123", "--no-auth-warning", "GET",
                           "sm") == "ok"
     finally:

@@ -22,7 +22,6 @@ import fnmatch
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from . import settings as settings_mod
@@ -185,35 +184,10 @@ def _appsync_error(exc: GatewayError) -> Exception:
     return error_class(exc.message)
 
 
-def _read_secret(arn: str) -> tuple[str | None, str]:
-    """(username, password) from a Secrets Manager secret: JSON or a plain string."""
-    import json
-
-    import boto3
-
-    value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return None, value
-    if isinstance(data, dict):
-        password = data.get("token") or data.get("password")
-        if not isinstance(password, str):
-            raise settings_mod.SettingsError(
-                f"password_secret_arn: secret {arn} has no 'token' or 'password' key")
-        return data.get("username"), password
-    return None, value
-
-
 def load_settings() -> settings_mod.Settings:
-    settings = settings_mod.load()
-    if settings.password_secret_arn:
-        username, password = _read_secret(settings.password_secret_arn)
-        default = settings.backends["default"]
-        backends = {**settings.backends, "default": replace(
-            default, username=default.username or username, password=password)}
-        settings = replace(settings, backends=backends)
-    return settings
+    from .aws_secrets import resolve
+
+    return resolve(settings_mod.load())
 
 
 _runtime: Runtime | None = None

@@ -81,8 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace, **overrides: Any) -> settings_mod.Settings:
-    return settings_mod.load(getattr(args, "config", None), overrides=overrides)
+def _load(args: argparse.Namespace, *, secrets: bool = True,
+          **overrides: Any) -> settings_mod.Settings:
+    settings = settings_mod.load(getattr(args, "config", None), overrides=overrides)
+    if secrets and (settings.password_secret_arn or settings.token_store_secret_arn):
+        from .aws_secrets import resolve
+
+        settings = resolve(settings)
+    return settings
 
 
 def _tokens_file(args: argparse.Namespace, settings: settings_mod.Settings) -> Path:
@@ -95,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .embedded import EmbeddedRedis, EmbeddedRedisError
 
     overrides: dict[str, Any] = {"redis": args.redis, "host": args.host, "port": args.port}
-    settings = _load(args, **overrides)
+    settings = _load(args, secrets=False, **overrides)  # enough to set up; secrets below
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.tokens_file:

@@ -137,6 +137,8 @@ class Settings:
     token_store: str = "file"
     # Signs token records kept in Redis, so a client that can write keys cannot mint tokens.
     token_store_secret: str | None = None
+    # Or: a Secrets Manager secret holding it (JSON {"key": ...} or a plain string).
+    token_store_secret_arn: str = ""
     # Seconds a token looked up in Redis is trusted before it is read again.
     token_cache_seconds: float = 5.0
     limits: LimitSettings = field(default_factory=LimitSettings)
@@ -250,8 +252,10 @@ def _finish(settings: Settings) -> Settings:
                 parse_rules(rules)
             except RuleError as exc:
                 raise SettingsError(f"aws.{key}: {exc}") from None
-    if settings.token_store == "redis" and not settings.token_store_secret:
-        raise SettingsError("token_store_secret: is required when token_store is 'redis'")
+    if settings.token_store == "redis" and not (settings.token_store_secret
+                                                or settings.token_store_secret_arn):
+        raise SettingsError("token_store_secret: is required when token_store is 'redis' "
+                            "(or token_store_secret_arn)")
     return dataclasses.replace(settings, backends=backends)
 
 

