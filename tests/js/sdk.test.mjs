@@ -16,7 +16,9 @@ if (!url || !token) {
 }
 
 const { UpstashError } = errors;
-const prefix = `js:${Date.now()}:${process.pid}:`;
+// The run's id is a hash tag, so that on a Redis Cluster every key of a run shares a slot
+// (MGET and the final DEL take several keys).
+const prefix = `js:{${Date.now()}:${process.pid}}:`;
 const created = new Set();
 
 /** A key under this run's prefix, remembered for the final DEL. */
