@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -490,3 +491,17 @@ def command_calls(port: int, command: str, auth: tuple[str, str] | None = None) 
         if line.startswith(f"cmdstat_{command}:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
+
+
+def record_runs(backend: Any) -> list[int]:
+    """Wrap a live backend's ``run``: the list it returns gets each call's command count,
+    so a test can count round trips to Redis."""
+    calls: list[int] = []
+    real_run = backend.run
+
+    async def counting_run(commands: Any, **kwargs: Any) -> Any:
+        calls.append(len(commands))
+        return await real_run(commands, **kwargs)
+
+    backend.run = counting_run
+    return calls

@@ -17,7 +17,7 @@ import pytest
 from redis_gateway import aws_lambda
 from redis_gateway.auth import TokenRecord, hash_token, new_token, sign_record
 
-from support import RedisServer
+from support import RedisServer, record_runs
 
 
 @pytest.fixture
@@ -114,15 +114,7 @@ def test_batch_invoke_one_round_trip_and_per_item_errors(configure: Any, k: str)
     token = configure()
     aws_lambda.handler(appsync_event("set", {"key": k, "value": "1"}, parent="Mutation",
                                      api_key=token), None)
-    backend = aws_lambda._runtime.gateway.backends["default"]  # type: ignore[union-attr]
-    calls: list[int] = []
-    real_run = backend.run
-
-    async def counting(commands: Any, **kwargs: Any) -> Any:
-        calls.append(len(commands))
-        return await real_run(commands, **kwargs)
-
-    backend.run = counting  # type: ignore[method-assign]
+    calls = record_runs(aws_lambda._runtime.gateway.backends["default"])  # type: ignore[union-attr]
     events = [appsync_event("get", {"key": k}, api_key=token),
               appsync_event("get", {"key": k + ":none"}, api_key=token),
               appsync_event("llen", {"key": k}, api_key=token),

@@ -17,7 +17,7 @@ from redis_gateway import settings as settings_mod
 from redis_gateway.app import Gateway
 from redis_gateway.auth import TokenRecord, hash_token, new_token
 
-from support import GatewayProcess, RedisServer
+from support import GatewayProcess, RedisServer, record_runs
 
 
 def client_for(gateway: GatewayProcess, token: str = "admin") -> Client:
@@ -380,14 +380,7 @@ async def test_one_round_trip_per_operation_level(redis_server: RedisServer) -> 
     gateway = Gateway(settings, extra_tokens=[TokenRecord("t", hash_token(token), "admin")])
     backend = gateway.backends["default"]
     await backend.command_table()
-    calls: list[int] = []
-    real_run = backend.run
-
-    async def counting_run(commands: Any, **kwargs: Any) -> Any:
-        calls.append(len(commands))
-        return await real_run(commands, **kwargs)
-
-    backend.run = counting_run  # type: ignore[method-assign]
+    calls = record_runs(backend)
     fields = " ".join(f'k{i}: get(key: "gql:batch:{i}")' for i in range(50))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway),
                                  base_url="http://gw") as client:
