@@ -23,7 +23,9 @@ from .settings import LimitSettings
 
 # Commands that cannot work when each request may run on a connection shared with
 # others, with the reason and, where there is one, what to use instead.
-_STREAMING = "it streams replies; use the streaming endpoint POST /{name}/... (Server-Sent Events)"
+_STREAMING = ("it streams replies, which a request/response endpoint cannot carry; "
+              "this gateway has no streaming endpoint yet (POST /{name}/... with "
+              "Server-Sent Events is planned)")
 _CONNECTION_STATE = "it changes the state of a connection the gateway shares between requests"
 NOT_ON_THIS_ENDPOINT: dict[str, str] = {
     "subscribe": _STREAMING,
