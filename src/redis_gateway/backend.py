@@ -187,8 +187,13 @@ class StandaloneBackend:
         return self._table
 
     async def run(self, commands: Sequence[Argv], *, exact: int | None = None) -> list[Any]:
-        conn = await (self._shared_connection() if exact is None
-                      else self._exact_connection(exact))
+        if exact is None:
+            first = self._shared[0]
+            # The usual case, without a coroutine of its own: one shared connection, up.
+            conn = first if len(self._shared) == 1 and first is not None and first.alive \
+                else await self._shared_connection()
+        else:
+            conn = await self._exact_connection(exact)
         return await conn.send(pack(commands), len(commands), self._limits.command_timeout)
 
     async def run_reserved(

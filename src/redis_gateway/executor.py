@@ -248,6 +248,7 @@ class Executor:
         all_keys = principal.policy.all_keys
         for i, argv in enumerate(commands):
             try:
+                # prepare(), unrolled: no coroutine per command when no key needs the server
                 prepared = self.check(principal, argv, table, read_only=read_only)
                 if not all_keys:
                     await self._check_keys(principal, prepared.info, argv)

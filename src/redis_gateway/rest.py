@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -102,8 +101,7 @@ class RestApi:
         return argv
 
 
-@dataclass(frozen=True)
-class ReplyFormat:
+class ReplyFormat(NamedTuple):
     """How the client wants replies, from its request headers."""
 
     base64: bool = False  # Upstash-Encoding: base64
