@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -111,6 +112,25 @@ def test_chunked_body_over_the_limit_is_413(small: GatewayProcess) -> None:
     assert "max_body_bytes" in body_of(response)["error"]  # type: ignore[index]
     with httpx.Client(base_url=small.url) as client:  # the server itself is fine
         assert client.get("/healthz").status_code == 200
+
+
+def test_slow_heads_and_idle_connections_are_closed(redis_server: RedisServer) -> None:
+    gw = GatewayProcess(redis_server.url, rules={"admin": "admin"}, config_extra=(
+        "[limits]\nheader_timeout = 1\nkeep_alive_timeout = 1\n")).start()
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\n")  # and never the rest of the head
+            started = time.monotonic()
+            assert slow.recv(100) == b""  # closed by the server
+            assert 0.9 < time.monotonic() - started < 4
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+            assert idle.recv(4096).startswith(b"HTTP/1.1 200 OK")
+            started = time.monotonic()
+            assert idle.recv(100) == b""  # idle past keep_alive_timeout
+            assert 0.9 < time.monotonic() - started < 4
+    finally:
+        gw.stop()
 
 
 def test_uvicorn_can_serve_the_same_app(redis_server: RedisServer) -> None:

@@ -148,8 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
             import uvloop
 
             uvloop.install()
-        asyncio.run(serve(gateway, settings.host, settings.port,
-                          settings.limits.max_body_bytes))
+        asyncio.run(serve(gateway, settings.host, settings.port, settings.limits))
     finally:
         if embedded:
             embedded.stop()

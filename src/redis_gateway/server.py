@@ -24,14 +24,13 @@ from typing import Any, Protocol
 import httptools
 
 from .http import Request, Response
+from .settings import LimitSettings
 
 log = logging.getLogger("redis_gateway.server")
 
 
 # Limits on what a client may make the server hold before the app sees a request.
 MAX_HEADER_BYTES = 64 * 1024
-HEADER_TIMEOUT = 10.0  # seconds to send a request's head (slow clients hold a connection)
-KEEP_ALIVE_TIMEOUT = 75.0  # seconds an idle connection is kept
 _REASONS = {200: b"OK", 204: b"No Content", 308: b"Permanent Redirect", 400: b"Bad Request",
             401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
             405: b"Method Not Allowed", 413: b"Content Too Large",
@@ -52,10 +51,13 @@ class _Request:
 
 
 class HttpConnection(asyncio.Protocol):
-    def __init__(self, app: Handler, server_state: dict[str, Any], max_body: int) -> None:
+    def __init__(self, app: Handler, server_state: dict[str, Any],
+                 limits: LimitSettings) -> None:
         self._app = app
         self._state = server_state
-        self._max_body = max_body
+        self._max_body = limits.max_body_bytes
+        self._header_timeout = limits.header_timeout
+        self._keep_alive_timeout = limits.keep_alive_timeout
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._current: _Request | None = None
@@ -78,7 +80,7 @@ class HttpConnection(asyncio.Protocol):
         self._local = transport.get_extra_info("sockname")
         self._state["connections"].add(self)
         self._task = asyncio.get_running_loop().create_task(self._serve())
-        self.deadline = asyncio.get_running_loop().time() + HEADER_TIMEOUT
+        self.deadline = asyncio.get_running_loop().time() + self._header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -95,7 +97,7 @@ class HttpConnection(asyncio.Protocol):
 
     # httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.deadline = asyncio.get_running_loop().time() + HEADER_TIMEOUT
+        self.deadline = asyncio.get_running_loop().time() + self._header_timeout
         self._current = _Request()
         self._header_bytes = self._body_bytes = 0
 
@@ -181,7 +183,7 @@ class HttpConnection(asyncio.Protocol):
                     self._transport.close()
                 return
             if not self._ready:
-                self.deadline = loop.time() + KEEP_ALIVE_TIMEOUT
+                self.deadline = loop.time() + self._keep_alive_timeout
 
     async def _run(self, incoming: _Request) -> None:
         path, _, query = incoming.url.partition(b"?")
@@ -226,12 +228,12 @@ class Handler(Protocol):
     async def close(self) -> None: ...
 
 
-async def serve(app: Handler, host: str, port: int, max_body: int) -> None:
+async def serve(app: Handler, host: str, port: int, limits: LimitSettings) -> None:
     """Run until SIGINT/SIGTERM, then finish the requests in flight and close the app."""
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {"connections": set(), "stopping": False}
     await app.warm_up()
-    server = await loop.create_server(lambda: HttpConnection(app, state, max_body), host,
+    server = await loop.create_server(lambda: HttpConnection(app, state, limits), host,
                                       port, backlog=2048)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -79,6 +79,10 @@ class LimitSettings:
     # After a failed connect, requests fail at once for this long instead of each
     # waiting for its own connect attempt.
     reconnect_backoff: float = 0.5
+    # The built-in HTTP server: seconds a client may take to send a request's head (slow
+    # clients would otherwise hold connections), and seconds an idle connection is kept.
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 75.0
 
 
 @dataclass(frozen=True)
