@@ -1,8 +1,13 @@
-"""Builds the ASGI application from settings and mounts the front doors.
+"""The gateway: built from settings, it routes each request to its front door.
+
+``Gateway.handle(Request) -> Response`` is the one entry; ``Gateway`` is also a plain
+ASGI app (for uvicorn, Mangum, tests), and the built-in server calls ``handle`` directly.
 
 Routing (below ``base_path``):
 - ``GET /healthz``: the process is up. ``GET /readyz``: every backend answers PING.
 - ``OPTIONS *``: CORS preflight.
+- ``/graphql``: the GraphQL front door (AppSync-compatible).
+- ``/console/``: the web console's static files.
 - everything else: the REST front door, after the token is checked.
 """
 
@@ -60,8 +65,7 @@ class Gateway:
         }
         self.executor = Executor(self.backends, settings.limits)
         self.tokens = TokenStore(settings, self._fetch_token_record, extra_tokens)
-        self.rest = RestApi(self.executor, settings.limits.max_body_bytes,
-                            settings.limits.max_reply_bytes, settings.base_path)
+        self.rest = RestApi(self.executor, settings.limits.max_reply_bytes, settings.base_path)
         self.cors = Cors(settings.cors_origins)
         self.console = StaticFiles("redis_gateway", "console")
         self._graphql: GraphQLEndpoint | None = None

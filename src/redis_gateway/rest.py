@@ -31,11 +31,10 @@ _BATCH_PATHS = {"/pipeline": "pipeline", "/multi-exec": "multi-exec"}
 
 class RestApi:
     def __init__(
-        self, executor: Executor, max_body_bytes: int, max_reply_bytes: int, base_path: str
+        self, executor: Executor, max_reply_bytes: int, base_path: str
     ) -> None:
         self._executor = executor
         self._base_path = base_path.encode()
-        self._max_body = max_body_bytes
         self._max_reply = max_reply_bytes
 
     async def handle(
