@@ -57,7 +57,11 @@ class RedisServer:
              "--appendonly", "no", "--dir", str(self.dir), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        _wait(self._answers, 10, f"redis-server on {self.port}")
+        try:
+            _wait(self._answers, 10, f"redis-server on {self.port}")
+        except RuntimeError:
+            self.stop()  # never leave a half-started server behind
+            raise
         return self
 
     def _answers(self) -> bool:
@@ -140,7 +144,11 @@ class GatewayProcess:
             [sys.executable, "-m", "redis_gateway", "serve", "--config", str(config)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
-        _wait(self._healthy, 15, "the gateway")
+        try:
+            _wait(self._healthy, 15, "the gateway")
+        except RuntimeError:
+            self.stop()  # never leave a half-started gateway behind
+            raise
         return self
 
     def _healthy(self) -> bool:
