@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from redis_gateway.settings import SettingsError, load
+from redis_gateway.settings import load
 from redis_gateway.slots import key_slot
 
 from support import GatewayProcess, RedisCluster, RedisServer, command_calls
@@ -315,30 +315,6 @@ def test_slot_resharded_while_traffic_runs(gw: GatewayProcess, cluster: RedisClu
             assert all(a == {"result": 1} for a in exists.json()), exists.text[:300]
     assert cluster.command(target, "GET", f"{tag}:counter") == str(increments).encode()
     cluster.wait_ready()
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ('[backends.default]\ntopology = "ring"',
-     "backends.default.topology: 'ring' is not one of standalone, replicas, sentinel, cluster"),
-    ('[backends.default]\ntopology = "cluster"',
-     "backends.default.url: topology 'cluster' needs a redis:// or rediss:// URL with a host"),
-    ('redis = "redis://10.0.0.5:6379/2"\n[backends.default]\ntopology = "cluster"',
-     "backends.default.url: Redis Cluster has only database 0"),
-    ('redis = "unix:///tmp/r.sock"\n[backends.default]\ntopology = "cluster"',
-     "needs a redis:// or rediss:// URL with a host"),
-    ('redis = "redis://a:1"\n[backends.default]\ntopology = "cluster"\nseeds = ["b:2"]',
-     "backends.default.seeds[0]: 'b:2' must be redis://host:port"),
-    ('redis = "redis://a:1"\n[backends.default]\nseeds = ["redis://b:2"]',
-     "backends.default.seeds: only used with topology = \"cluster\""),
-    ('redis = "redis://a:1"\n[backends.default]\nread_from_replicas = true',
-     "backends.default.read_from_replicas: needs a topology with replicas"),
-])
-def test_cluster_settings_errors(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "gw.toml"
-    path.write_text(text)
-    with pytest.raises(SettingsError) as info:
-        load(path, env={})
-    assert message in str(info.value)
 
 
 def test_cluster_settings_defaults(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from redis_gateway.auth import new_token
-from redis_gateway.settings import SettingsError, load
+from redis_gateway.settings import load
 
 from support import GatewayProcess, RedisServer, command_calls, replicated
 
@@ -149,25 +149,6 @@ def test_reads_fall_back_to_the_primary_while_the_replica_is_down(
         time.sleep(0.05)
     with httpx.Client() as c:
         assert c.get(f"http://127.0.0.1:{http.base_url.port}/readyz").status_code == 200
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ('redis = "redis://a:1"\n[backends.default]\ntopology = "replicas"',
-     'backends.default.replicas: list the read replicas, e.g. ["redis://10.0.0.6:6379"]'),
-    ('redis = "redis://a:1"\n[backends.default]\ntopology = "replicas"\nreplicas = ["b"]',
-     "backends.default.replicas[0]: 'b' must be redis://host:port or rediss://host:port"),
-    ('redis = "redis://a:1"\n[backends.default]\nreplicas = ["redis://b"]',
-     'backends.default.replicas: only used with topology = "replicas" (this backend\'s '
-     "topology is 'standalone')"),
-    ('[backends.default]\ntopology = "replicas"\nreplicas = ["redis://b"]',
-     "backends.default.url: topology 'replicas' needs a redis:// or rediss:// URL"),
-])
-def test_replica_settings_errors(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "gw.toml"
-    path.write_text(text)
-    with pytest.raises(SettingsError) as info:
-        load(path, env={})
-    assert message in str(info.value)
 
 
 def test_replica_reads_default_on_for_replicas(tmp_path: Path) -> None:

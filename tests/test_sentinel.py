@@ -13,12 +13,9 @@ import math
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-
-from redis_gateway.settings import SettingsError, load
 
 from support import (
     GatewayProcess,
@@ -222,28 +219,6 @@ def test_unknown_master_name_is_a_503_that_says_so(sentinels: SentinelGroup) -> 
         assert "does not know 'nosuch'" in response.json()["error"]
     finally:
         g.stop()
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ('redis = "redis://mymaster"\n[backends.default]\ntopology = "sentinel"',
-     "backends.default.sentinels: list the Sentinels to ask"),
-    ('redis = "redis://mymaster:6379"\n[backends.default]\ntopology = "sentinel"\n'
-     'sentinels = ["redis://s1:26379"]',
-     "backends.default.url: with topology 'sentinel' the URL's host is the master name "
-     "('mymaster') and it has no port"),
-    ('[backends.default]\ntopology = "sentinel"\nsentinels = ["redis://s1:26379"]',
-     "backends.default.url: topology 'sentinel' needs a redis:// or rediss:// URL with a "
-     "host, e.g. redis://mymaster/0"),
-    ('redis = "redis://mymaster"\n[backends.default]\ntopology = "sentinel"\n'
-     'sentinels = ["s1:26379"]',
-     "backends.default.sentinels[0]: 's1:26379' must be redis://host:port"),
-])
-def test_sentinel_settings_errors(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "gw.toml"
-    path.write_text(text)
-    with pytest.raises(SettingsError) as info:
-        load(path, env={})
-    assert message in str(info.value)
 
 
 def test_master_name_keeps_its_case() -> None:

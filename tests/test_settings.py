@@ -56,6 +56,42 @@ def test_file_env_and_overrides_in_that_order(tmp_path: Path) -> None:
     ("[backends.cache]\nurl = \"redis://x\"\ntls_check_hostname = \"maybe\"",
      "backends.cache.tls_check_hostname: expected true or false"),
     ("port = [", "is not valid TOML"),
+    # topologies (replicas, Sentinel, Cluster)
+    ('redis = "redis://a:1"\n[backends.default]\ntopology = "replicas"',
+     'backends.default.replicas: list the read replicas, e.g. ["redis://10.0.0.6:6379"]'),
+    ('redis = "redis://a:1"\n[backends.default]\ntopology = "replicas"\nreplicas = ["b"]',
+     "backends.default.replicas[0]: 'b' must be redis://host:port or rediss://host:port"),
+    ('redis = "redis://a:1"\n[backends.default]\nreplicas = ["redis://b"]',
+     'backends.default.replicas: only used with topology = "replicas" (this backend\'s '
+     "topology is 'standalone')"),
+    ('[backends.default]\ntopology = "replicas"\nreplicas = ["redis://b"]',
+     "backends.default.url: topology 'replicas' needs a redis:// or rediss:// URL"),
+    ('redis = "redis://mymaster"\n[backends.default]\ntopology = "sentinel"',
+     "backends.default.sentinels: list the Sentinels to ask"),
+    ('redis = "redis://mymaster:6379"\n[backends.default]\ntopology = "sentinel"\n'
+     'sentinels = ["redis://s1:26379"]',
+     "backends.default.url: with topology 'sentinel' the URL's host is the master name "
+     "('mymaster') and it has no port"),
+    ('[backends.default]\ntopology = "sentinel"\nsentinels = ["redis://s1:26379"]',
+     "backends.default.url: topology 'sentinel' needs a redis:// or rediss:// URL with a "
+     "host, e.g. redis://mymaster/0"),
+    ('redis = "redis://mymaster"\n[backends.default]\ntopology = "sentinel"\n'
+     'sentinels = ["s1:26379"]',
+     "backends.default.sentinels[0]: 's1:26379' must be redis://host:port"),
+    ('[backends.default]\ntopology = "ring"',
+     "backends.default.topology: 'ring' is not one of standalone, replicas, sentinel, cluster"),
+    ('[backends.default]\ntopology = "cluster"',
+     "backends.default.url: topology 'cluster' needs a redis:// or rediss:// URL with a host"),
+    ('redis = "redis://10.0.0.5:6379/2"\n[backends.default]\ntopology = "cluster"',
+     "backends.default.url: Redis Cluster has only database 0"),
+    ('redis = "unix:///tmp/r.sock"\n[backends.default]\ntopology = "cluster"',
+     "needs a redis:// or rediss:// URL with a host"),
+    ('redis = "redis://a:1"\n[backends.default]\ntopology = "cluster"\nseeds = ["b:2"]',
+     "backends.default.seeds[0]: 'b:2' must be redis://host:port"),
+    ('redis = "redis://a:1"\n[backends.default]\nseeds = ["redis://b:2"]',
+     "backends.default.seeds: only used with topology = \"cluster\""),
+    ('redis = "redis://a:1"\n[backends.default]\nread_from_replicas = true',
+     "backends.default.read_from_replicas: needs a topology with replicas"),
 ])
 def test_precise_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:
