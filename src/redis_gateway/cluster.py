@@ -38,7 +38,7 @@ from .commands import CommandTable
 from .connection import Address
 from .errors import BadRequest, GatewayError, RedisUnavailable
 from .fanout import FanOut, fan_outs, merge
-from .replicas import Send, read_on_replica
+from .replicas import Send, read_on_replica, reserved, shared
 from .settings import BackendSettings, LimitSettings
 from .slotmap import Endpoint, ShardLayout, parse_shards, parse_slots
 from .slots import KEYLESS, SLOTS, SlotFinder, key_slot
@@ -484,10 +484,7 @@ class ClusterBackend:
             if replies is not None:
                 return replies
 
-        async def send(node: StandaloneBackend, argvs: Sequence[Argv]) -> list[Any]:
-            return await node.run(argvs, exact=exact)
-
-        return await self._run_batch(commands, send, reads=self._replica_reads)
+        return await self._run_batch(commands, shared(exact), reads=self._replica_reads)
 
     async def _run_one(self, commands: Sequence[Argv], exact: int | None) -> list[Any] | None:
         """The common case, a single-key command on the primary, without the batch
@@ -517,10 +514,7 @@ class ClusterBackend:
         self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
         exact: int | None = None,
     ) -> list[Any]:
-        async def send(node: StandaloneBackend, argvs: Sequence[Argv]) -> list[Any]:
-            return await node.run_reserved(argvs, timeout=timeout, reusable=reusable,
-                                           exact=exact)
-
+        send = reserved(timeout, reusable, exact)
         if len(commands) > 1 and commands[0] and commands[0][0].upper() == b"MULTI":
             return await self._transaction(commands, send)
         return await self._run_batch(commands, send, reads=False)

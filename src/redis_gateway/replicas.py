@@ -141,14 +141,14 @@ class ReplicaBackend:
         return replicas[max(slot, 0) % len(replicas)]
 
     async def _ask_keys(self, argv: Argv) -> list[bytes]:
-        (reply,) = await self._on_primary([[b"COMMAND", b"GETKEYS", *argv]], _shared())
+        (reply,) = await self._on_primary([[b"COMMAND", b"GETKEYS", *argv]], shared())
         return reply if isinstance(reply, list) else []
 
     # Backend interface -------------------------------------------------------------
     async def command_table(self) -> CommandTable:
         if self._table is None:
             try:
-                (reply,) = await self._on_primary([[b"COMMAND"]], _shared())
+                (reply,) = await self._on_primary([[b"COMMAND"]], shared())
             except GatewayError:
                 if not self._replicas:
                     raise
@@ -162,7 +162,7 @@ class ReplicaBackend:
         return self._table
 
     async def run(self, commands: Sequence[Argv], *, exact: int | None = None) -> list[Any]:
-        send = _shared(exact)
+        send = shared(exact)
         replica = await self._replica_for(commands)
         if replica is None:
             return await self._on_primary(commands, send)
@@ -173,11 +173,7 @@ class ReplicaBackend:
         self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
         exact: int | None = None,
     ) -> list[Any]:
-        async def send(node: StandaloneBackend, argvs: Sequence[Argv]) -> list[Any]:
-            return await node.run_reserved(argvs, timeout=timeout, reusable=reusable,
-                                           exact=exact)
-
-        return await self._on_primary(commands, send)
+        return await self._on_primary(commands, reserved(timeout, reusable, exact))
 
     async def ping(self) -> bool:
         """Ready means writes can be served: the primary answers."""
@@ -192,8 +188,17 @@ class ReplicaBackend:
             await node.close()
 
 
-def _shared(exact: int | None = None) -> Send:
+def shared(exact: int | None = None) -> Send:
+    """How to send commands to a node: on its shared connection."""
     async def send(node: StandaloneBackend, argvs: Sequence[Argv]) -> list[Any]:
         return await node.run(argvs, exact=exact)
+
+    return send
+
+
+def reserved(timeout: float, reusable: bool, exact: int | None) -> Send:
+    """How to send commands to a node: alone, on a reserved connection."""
+    async def send(node: StandaloneBackend, argvs: Sequence[Argv]) -> list[Any]:
+        return await node.run_reserved(argvs, timeout=timeout, reusable=reusable, exact=exact)
 
     return send
