@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from support import GatewayProcess, RedisServer
+from support import GatewayProcess, RedisCluster, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +34,12 @@ def gateway(redis_server: RedisServer) -> Iterator[GatewayProcess]:
 def admin(gateway: GatewayProcess) -> Iterator[httpx.Client]:
     with gateway.client("admin") as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[RedisCluster]:
+    """A 3-primary/3-replica Redis Cluster, shared by the modules that do not break it
+    (the failover tests start their own)."""
+    c = RedisCluster(primaries=3, replicas=1).start()
+    yield c
+    c.close()

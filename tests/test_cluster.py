@@ -32,13 +32,6 @@ topology = "cluster"
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    c = RedisCluster(primaries=3, replicas=1).start()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def gw(cluster: RedisCluster) -> Iterator[GatewayProcess]:
     g = GatewayProcess(cluster.url, config_extra=CONFIG).start()
     yield g

@@ -25,13 +25,6 @@ CONFIG = '[backends.default]\ntopology = "cluster"\n'
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    c = RedisCluster(primaries=3, replicas=1).start()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(cluster: RedisCluster) -> Iterator[GatewayProcess]:
     g = GatewayProcess(cluster.url, config_extra=CONFIG).start()
     yield g
