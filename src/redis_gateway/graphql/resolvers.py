@@ -69,6 +69,11 @@ def opt(args: dict[str, Any], name: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def encoding_of(args: dict[str, Any]) -> str:
+    """The field's ``encoding`` argument: UTF8 unless BASE64 was asked for."""
+    return str(opt(args, "encoding", "UTF8"))
+
+
 def decode_input(value: str, encoding: str) -> bytes:
     """A value argument as bytes: its UTF-8, or its base64 decoded."""
     if encoding != "BASE64":
@@ -146,12 +151,12 @@ async def putRedis(ctx: Context, args: dict[str, Any]) -> str:
 # Generic commands -----------------------------------------------------------------------
 @resolver("Query", "command")
 async def query_command(ctx: Context, args: dict[str, Any]) -> Any:
-    return ctx.json_value(await ctx.read(*_args(args["args"])), opt(args, "encoding", "UTF8"))
+    return ctx.json_value(await ctx.read(*_args(args["args"])), encoding_of(args))
 
 
 @resolver("Mutation", "command")
 async def mutation_command(ctx: Context, args: dict[str, Any]) -> Any:
-    return ctx.json_value(await ctx.write(*_args(args["args"])), opt(args, "encoding", "UTF8"))
+    return ctx.json_value(await ctx.write(*_args(args["args"])), encoding_of(args))
 
 
 @resolver("Mutation")
@@ -177,13 +182,13 @@ async def pipeline(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
 # Strings and keys -----------------------------------------------------------------------
 @resolver("Query")
 async def get(ctx: Context, args: dict[str, Any]) -> str | None:
-    return encode_output(await ctx.read("GET", args["key"]), opt(args, "encoding", "UTF8"))
+    return encode_output(await ctx.read("GET", args["key"]), encoding_of(args))
 
 
 @resolver("Query")
 async def mget(ctx: Context, args: dict[str, Any]) -> list[str | None]:
     reply = await ctx.read("MGET", *args["keys"])
-    return [encode_output(v, opt(args, "encoding", "UTF8")) for v in reply]
+    return [encode_output(v, encoding_of(args)) for v in reply]
 
 
 @resolver("Query")
@@ -213,7 +218,7 @@ async def scan(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
 
 @resolver("Mutation")
 async def set_(ctx: Context, args: dict[str, Any]) -> str | None:
-    encoding = opt(args, "encoding", "UTF8")
+    encoding = encoding_of(args)
     argv: list[bytes | str | int] = ["SET", args["key"], decode_input(args["value"], encoding)]
     if args.get("nx"):
         argv.append("NX")
@@ -254,19 +259,19 @@ async def rename(ctx: Context, args: dict[str, Any]) -> bool:
 # Hashes -------------------------------------------------------------------------------------
 @resolver("Query")
 async def hget(ctx: Context, args: dict[str, Any]) -> str | None:
-    encoding = opt(args, "encoding", "UTF8")
+    encoding = encoding_of(args)
     reply = await ctx.read("HGET", args["key"], decode_input(args["field"], encoding))
     return encode_output(reply, encoding)
 
 
 @resolver("Query")
 async def hgetall(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return _pairs(await ctx.read("HGETALL", args["key"]), opt(args, "encoding", "UTF8"))
+    return _pairs(await ctx.read("HGETALL", args["key"]), encoding_of(args))
 
 
 @resolver("Mutation")
 async def hset(ctx: Context, args: dict[str, Any]) -> int:
-    encoding = opt(args, "encoding", "UTF8")
+    encoding = encoding_of(args)
     flat: list[bytes] = []
     for item in args["fields"]:
         flat += [decode_input(item["field"], encoding), decode_input(item["value"], encoding)]
@@ -287,7 +292,7 @@ async def hdel(ctx: Context, args: dict[str, Any]) -> int:
 @resolver("Query")
 async def lrange(ctx: Context, args: dict[str, Any]) -> list[str | None]:
     reply = await ctx.read("LRANGE", args["key"], opt(args, "start", 0), opt(args, "stop", -1))
-    return [encode_output(v, opt(args, "encoding", "UTF8")) for v in reply]
+    return [encode_output(v, encoding_of(args)) for v in reply]
 
 
 @resolver("Query")
@@ -295,42 +300,42 @@ async def llen(ctx: Context, args: dict[str, Any]) -> int:
     return int(await ctx.read("LLEN", args["key"]))
 
 
-async def _push(ctx: Context, args: dict[str, Any], command: str) -> int:
-    encoding = opt(args, "encoding", "UTF8")
-    values = [decode_input(v, encoding) for v in args["values"]]
+async def _write_values(ctx: Context, args: dict[str, Any], command: str, name: str) -> int:
+    """COMMAND key value... with the values of argument ``name``; the integer reply."""
+    values = [decode_input(v, encoding_of(args)) for v in args[name]]
     return int(await ctx.write(command, args["key"], *values))
 
 
 @resolver("Mutation")
 async def lpush(ctx: Context, args: dict[str, Any]) -> int:
-    return await _push(ctx, args, "LPUSH")
+    return await _write_values(ctx, args, "LPUSH", "values")
 
 
 @resolver("Mutation")
 async def rpush(ctx: Context, args: dict[str, Any]) -> int:
-    return await _push(ctx, args, "RPUSH")
+    return await _write_values(ctx, args, "RPUSH", "values")
 
 
 @resolver("Mutation")
 async def lpop(ctx: Context, args: dict[str, Any]) -> str | None:
-    return encode_output(await ctx.write("LPOP", args["key"]), opt(args, "encoding", "UTF8"))
+    return encode_output(await ctx.write("LPOP", args["key"]), encoding_of(args))
 
 
 @resolver("Mutation")
 async def rpop(ctx: Context, args: dict[str, Any]) -> str | None:
-    return encode_output(await ctx.write("RPOP", args["key"]), opt(args, "encoding", "UTF8"))
+    return encode_output(await ctx.write("RPOP", args["key"]), encoding_of(args))
 
 
 # Sets ---------------------------------------------------------------------------------------
 @resolver("Query")
 async def smembers(ctx: Context, args: dict[str, Any]) -> list[str | None]:
     reply = await ctx.read("SMEMBERS", args["key"])
-    return [encode_output(v, opt(args, "encoding", "UTF8")) for v in reply]
+    return [encode_output(v, encoding_of(args)) for v in reply]
 
 
 @resolver("Query")
 async def sismember(ctx: Context, args: dict[str, Any]) -> bool:
-    member = decode_input(args["member"], opt(args, "encoding", "UTF8"))
+    member = decode_input(args["member"], encoding_of(args))
     return bool(await ctx.read("SISMEMBER", args["key"], member))
 
 
@@ -339,26 +344,20 @@ async def scard(ctx: Context, args: dict[str, Any]) -> int:
     return int(await ctx.read("SCARD", args["key"]))
 
 
-async def _members(ctx: Context, args: dict[str, Any], command: str) -> int:
-    encoding = opt(args, "encoding", "UTF8")
-    members = [decode_input(m, encoding) for m in args["members"]]
-    return int(await ctx.write(command, args["key"], *members))
-
-
 @resolver("Mutation")
 async def sadd(ctx: Context, args: dict[str, Any]) -> int:
-    return await _members(ctx, args, "SADD")
+    return await _write_values(ctx, args, "SADD", "members")
 
 
 @resolver("Mutation")
 async def srem(ctx: Context, args: dict[str, Any]) -> int:
-    return await _members(ctx, args, "SREM")
+    return await _write_values(ctx, args, "SREM", "members")
 
 
 # Sorted sets ---------------------------------------------------------------------------------
 @resolver("Query")
 async def zrange(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
-    encoding = opt(args, "encoding", "UTF8")
+    encoding = encoding_of(args)
     by = opt(args, "by", "RANK")
     argv: list[bytes | str | int] = ["ZRANGE", args["key"], opt(args, "start", "0"),
                                      opt(args, "stop", "-1")]
@@ -378,20 +377,20 @@ async def zrange(ctx: Context, args: dict[str, Any]) -> list[dict[str, Any]]:
 
 @resolver("Query")
 async def zscore(ctx: Context, args: dict[str, Any]) -> float | None:
-    member = decode_input(args["member"], opt(args, "encoding", "UTF8"))
+    member = decode_input(args["member"], encoding_of(args))
     return _score(await ctx.read("ZSCORE", args["key"], member))
 
 
 @resolver("Query")
 async def zrank(ctx: Context, args: dict[str, Any]) -> int | None:
-    member = decode_input(args["member"], opt(args, "encoding", "UTF8"))
+    member = decode_input(args["member"], encoding_of(args))
     reply = await ctx.read("ZRANK", args["key"], member)
     return None if reply is None else int(reply)
 
 
 @resolver("Mutation")
 async def zadd(ctx: Context, args: dict[str, Any]) -> int:
-    encoding = opt(args, "encoding", "UTF8")
+    encoding = encoding_of(args)
     argv: list[bytes | str | int | float] = ["ZADD", args["key"]]
     argv += [flag.upper() for flag in ("nx", "xx", "gt", "lt", "ch") if args.get(flag)]
     for item in args["members"]:
@@ -401,13 +400,13 @@ async def zadd(ctx: Context, args: dict[str, Any]) -> int:
 
 @resolver("Mutation")
 async def zincrby(ctx: Context, args: dict[str, Any]) -> float:
-    member = decode_input(args["member"], opt(args, "encoding", "UTF8"))
+    member = decode_input(args["member"], encoding_of(args))
     return float(await ctx.write("ZINCRBY", args["key"], float(args["by"]), member))
 
 
 @resolver("Mutation")
 async def zrem(ctx: Context, args: dict[str, Any]) -> int:
-    return await _members(ctx, args, "ZREM")
+    return await _write_values(ctx, args, "ZREM", "members")
 
 
 # Streams ------------------------------------------------------------------------------------
@@ -416,7 +415,7 @@ async def _range(ctx: Context, args: dict[str, Any], command: str, first: str,
     argv: list[bytes | str | int] = [command, args["key"], args[first], args[second]]
     if args.get("count") is not None:
         argv += ["COUNT", args["count"]]
-    return _entries(await ctx.read(*argv), opt(args, "encoding", "UTF8"))
+    return _entries(await ctx.read(*argv), encoding_of(args))
 
 
 @resolver("Query")
@@ -438,7 +437,7 @@ async def xlen(ctx: Context, args: dict[str, Any]) -> int:
 
 @resolver("Mutation")
 async def xadd(ctx: Context, args: dict[str, Any]) -> str:
-    encoding = opt(args, "encoding", "UTF8")
+    encoding = encoding_of(args)
     argv: list[bytes | str | int] = ["XADD", args["key"]]
     if args.get("maxlen") is not None:
         argv += ["MAXLEN", args["maxlen"]]
