@@ -32,8 +32,14 @@ async def test_table_has_flags_categories_and_subcommands(table: CommandTable) -
     assert "readonly" in get.flags and {"read", "string", "fast"} <= get.categories
     assert info(table, "config", "get", "x").name == "config|get"
     assert info(table, "CLIENT", "KILL", "x").name == "client|kill"
-    assert info(table, "config", "nosuchsub").name == "config"
+    assert info(table, "gEt", "k").name == "get"
+    # As Redis: an unknown subcommand is no command; a NUL byte in a name is never
+    # resolved (Redis compares with strcasecmp, which stops there); case folds ASCII only.
+    assert table.lookup([b"config", b"nosuchsub"]) is None
     assert table.lookup([b"nosuch"]) is None
+    assert table.lookup([b"GET\0x", b"k"]) is None
+    assert table.lookup([b"CONFIG", b"GET\0d", b"*"]) is None
+    assert table.lookup(["\u212aeys".encode(), b"*"]) is None  # KELVIN SIGN lowers to 'k'
 
 
 async def test_key_positions_from_key_specs(table: CommandTable) -> None:

@@ -63,7 +63,7 @@ class Gateway:
             name: make_backend(name, backend, settings.limits)
             for name, backend in settings.backends.items()
         }
-        self.executor = Executor(self.backends, settings.limits)
+        self.executor = Executor(self.backends, settings)
         self.tokens = TokenStore(settings, self._fetch_token_record, extra_tokens)
         self.rest = RestApi(self.executor, settings.limits.max_reply_bytes, settings.base_path)
         self.cors = Cors(settings.cors_origins)

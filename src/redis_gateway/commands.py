@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .redis_args import keyword, parse_long_long
+
 # Key-spec flags that mean the command reads, or writes, the key's value.
 READ_FLAGS = frozenset({"access"})
 WRITE_FLAGS = frozenset({"insert", "delete", "update"})
@@ -81,36 +83,50 @@ class CommandInfo:
                                                  self.step or 1)]
 
 
-def _spec_positions(spec: KeySpec, argv: Sequence[bytes]) -> range:
+def _spec_positions(spec: KeySpec, argv: Sequence[bytes]) -> list[int]:
+    """Where the spec finds keys, read as Redis reads key specs, and then some.
+
+    A keyword is compared as ``strcasecmp`` does (``"STREAMS\\0"`` is STREAMS). Redis's key
+    specs stop at the keyword's first occurrence, but some commands' own parsers take the
+    last (GEORADIUS ... STORE a STORE b writes b, while Redis 7.0's ACL checks only a), so
+    the keys after every occurrence are returned: a check over all of them is never less
+    strict than Redis's, whichever occurrence the command uses.
+    """
     argc = len(argv)
     if spec.begin[0] == "index":
-        start = spec.begin[1]
+        starts = [spec.begin[1]]
     else:
         word = spec.begin[1].lower()
         startfrom = spec.begin[2]
-        # A negative start searches backwards from the end, as Redis does.
-        indexes = range(startfrom, argc) if startfrom >= 0 else range(argc + startfrom, 0, -1)
-        start = next((i + 1 for i in indexes if argv[i].lower() == word), 0)
-        if not start:
-            return range(0)
-    if start >= argc:
-        return range(0)
+        # The range Redis searches: forwards to the last but one argument, or backwards
+        # from the end down to the second.
+        indexes = range(startfrom, argc - 1) if startfrom > 0 else \
+            range(argc + startfrom, 1, -1)
+        starts = [i + 1 for i in indexes if 0 < i < argc and keyword(argv[i]) == word]
+    found: list[int] = []
+    for start in starts:
+        if start < argc:
+            found += _find_keys(spec, argv, start)
+    return found
+
+
+def _find_keys(spec: KeySpec, argv: Sequence[bytes], start: int) -> range:
+    argc = len(argv)
     if spec.find[0] == "range":
         lastkey, step, limit = spec.find[1:]
         if lastkey >= 0:
             last = start + lastkey
-        elif limit > 1:
-            last = start + (argc - start) // limit - 1
+        elif limit:
+            last = start + (argc - start) // limit + lastkey
         else:
             last = argc + lastkey
         return range(start, min(last, argc - 1) + 1, step or 1)
     keynumidx, firstkey, step = spec.find[1:]
-    try:
-        count = int(argv[start + keynumidx])
-    except (IndexError, ValueError):
-        raise ValueError("numkeys is not an integer") from None
+    count = parse_long_long(argv[start + keynumidx]) if start + keynumidx < argc else None
+    if count is None or count < 0:
+        raise ValueError("numkeys is not an integer or out of range")
     first = start + firstkey
-    if count < 0 or first + (count - 1) * step >= argc:
+    if count and first + (count - 1) * step >= argc:
         raise ValueError("numkeys is out of range")
     return range(first, first + count * step, step)
 
@@ -134,18 +150,30 @@ class CommandTable:
         return cls(table)
 
     def lookup(self, argv: Sequence[bytes]) -> CommandInfo | None:
-        """The command, or its subcommand when it has one that ``argv[1]`` names."""
+        """The command, or its subcommand, as Redis finds them; None where Redis would not.
+
+        Redis looks a name up by a hash of every byte but compares with ``strcasecmp``,
+        which stops at a NUL: ``"GET\\0x"`` may or may not reach GET, depending on the
+        hash table's layout. A name with a NUL is therefore never resolved here. Case is
+        folded for ASCII letters only, as in the C locale. A container command (CONFIG,
+        CLIENT, ...) with an unknown subcommand is None: Redis refuses it too.
+        """
         info = self._as_sent.get(argv[0])
         if info is None:
-            info = self.commands.get(argv[0].decode("utf-8", "replace").lower())
+            name = argv[0]
+            if b"\0" in name:
+                return None
+            info = self.commands.get(name.lower().decode("latin-1"))
             if info is None:
                 return None
             if len(self._as_sent) < 4096:
-                self._as_sent[bytes(argv[0])] = info
+                self._as_sent[bytes(name)] = info
         if not info.subcommands or len(argv) < 2:
             return info
-        sub = info.name + "|" + argv[1].decode("utf-8", "replace").lower()
-        return info.subcommands.get(sub, info)
+        sub = argv[1]
+        if b"\0" in sub:
+            return None
+        return info.subcommands.get(info.name + "|" + sub.lower().decode("latin-1"))
 
 
 def _text(value: Any) -> str:

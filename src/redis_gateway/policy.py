@@ -8,6 +8,7 @@ that mentions it (by name, subcommand, category or ``@all``) is a ``+``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,14 +51,33 @@ class Policy:
     # Decided once per command name: the rules are fixed, and this is on every request.
     _decisions: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
+    # Keys no pattern may reach (the gateway's own, e.g. its token store), as a prefix.
+    reserved_prefix: bytes = b""
+
     def __post_init__(self) -> None:
         # Derived here, not per request: most tokens have allkeys and allchannels.
-        object.__setattr__(self, "all_keys",
-                           b"*" in self.read_patterns and b"*" in self.write_patterns)
+        read_all, write_all = b"*" in self.read_patterns, b"*" in self.write_patterns
         object.__setattr__(self, "all_channels", b"*" in self.channel_patterns)
+        # Every command, key and channel: the rules of the server's own administrator, for
+        # whom database and key boundaries mean nothing (it may FLUSHALL, ACL SETUSER, ...).
+        last_all = max((i for i, r in enumerate(self.command_rules)
+                        if r.allow and r.category == "all"), default=-1)
+        unrestricted = (last_all >= 0 and all(r.allow for r in self.command_rules[last_all:])
+                        and read_all and write_all and self.all_channels)
+        object.__setattr__(self, "unrestricted", unrestricted)
+        guarded = bool(self.reserved_prefix) and not unrestricted
+        object.__setattr__(self, "all_keys", read_all and write_all and not guarded)
+        # What Redis calls unrestricted key access (SORT ... BY pattern/GET needs it).
+        object.__setattr__(self, "all_keys_readable", read_all and not guarded)
 
     all_keys: bool = field(init=False, compare=False)
+    all_keys_readable: bool = field(init=False, compare=False)
     all_channels: bool = field(init=False, compare=False)
+    unrestricted: bool = field(init=False, compare=False)
+
+    def guarding(self, prefix: bytes) -> Policy:
+        """These rules with keys under ``prefix`` out of reach (unless unrestricted)."""
+        return dataclasses.replace(self, reserved_prefix=prefix, _decisions={})
 
     def allows_command(self, info: CommandInfo) -> bool:
         allowed = self._decisions.get(info.name)
@@ -70,6 +90,9 @@ class Policy:
         if self.all_keys:
             return None
         for key, flags in keys:
+            if self.reserved_prefix and key.startswith(self.reserved_prefix) and \
+                    not self.unrestricted:
+                return key
             reads, writes = bool(flags & READ_FLAGS), bool(flags & WRITE_FLAGS)
             if not reads and not writes:  # e.g. EXISTS: either permission will do
                 if not (_match_any(self.read_patterns, key) or

@@ -64,7 +64,9 @@ class RestApi:
             argv = _parse_command(request.body)
         else:
             argv = self._path_command(request)
-        reply = await self._executor.execute(principal, argv, exact=fmt.exact)
+        # HEAD is safe by definition (RFC 9110): it may run only commands that read.
+        reply = await self._executor.execute(principal, argv, exact=fmt.exact,
+                                             read_only=method == "HEAD")
         if fmt.resp2:
             status = 400 if isinstance(reply, ReplyError) else 200
             return Response(status, encode_resp2(reply), [_RESP_TYPE])

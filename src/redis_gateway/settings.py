@@ -60,6 +60,11 @@ class BackendSettings:
     # Run commands flagged readonly on replicas. Unset: on for "replicas", off for
     # "sentinel" and "cluster", where reading your own writes is what clients expect.
     read_from_replicas: bool | None = None
+    # Who enforces the tokens' rules besides the gateway's own check. "managed": Redis,
+    # through an ACL user per rule set that the gateway creates on every node. "mapped":
+    # Redis, through existing users named in `users`. "gateway": the gateway alone; then
+    # scripts and functions are refused to every token that is not unrestricted.
+    enforcement: str = "managed"
 
     @property
     def replica_reads(self) -> bool:
@@ -231,6 +236,9 @@ def _finish(settings: Settings) -> Settings:
         if backend.connections < 1 or backend.max_dedicated_connections < 1:
             raise SettingsError(f"backends.{name}: connection counts must be at least 1")
         _check_topology(f"backends.{name}", backend)
+        if backend.enforcement not in ENFORCEMENT_MODES:
+            raise SettingsError(f"backends.{name}.enforcement: '{backend.enforcement}' is not "
+                                f"one of {', '.join(ENFORCEMENT_MODES)}")
     for i, token in enumerate(settings.tokens):
         where = f"tokens[{i}]"
         if not token.name:
@@ -263,6 +271,7 @@ def _finish(settings: Settings) -> Settings:
     return dataclasses.replace(settings, backends=backends)
 
 
+ENFORCEMENT_MODES = ("managed", "mapped", "gateway")
 _TOPOLOGY_LISTS = {"replicas": "replicas", "sentinels": "sentinel", "seeds": "cluster"}
 
 

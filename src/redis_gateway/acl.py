@@ -1,0 +1,110 @@
+"""Token rules as Redis ACL users: what the gateway asks Redis to enforce.
+
+Each distinct rule set runs on connections authenticated as a Redis user that carries
+exactly those rules, so that whatever the gateway cannot see into (a script's
+``redis.call``, a function) is checked by Redis itself, command by command and key by key.
+The user is named after a hash of its rules (``rgw-<16 hex>``), so every gateway process
+with the same rules agrees on the name, and its password is derived from the gateway's own
+Redis password, so they agree on that too: no process's ``ACL SETUSER`` undoes another's.
+
+To what the token's rules say, the user adds the gateway's own boundaries:
+- its database: ``SELECT`` only of the token's own database (the connection's handshake
+  needs that one), no ``MOVE``, no ``SWAPDB``;
+- keys under the reserved prefix (the token store) are out of every pattern ``*``: Redis
+  has no pattern that excludes, so ``*`` becomes the patterns that match every key not
+  starting with the prefix (``[^r]*``, ``r[^e]*``, ..., and the prefix's own prefixes).
+Neither applies to an unrestricted token (``admin``): it may run ``ACL SETUSER`` anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .policy import Policy
+
+USER_PREFIX = "rgw-"
+
+
+@dataclass(frozen=True)
+class AclUser:
+    """A Redis user the gateway authenticates as for one rule set."""
+
+    name: str
+    password: str
+    rules: tuple[str, ...]  # the ACL SETUSER arguments after the password
+
+    def setuser(self) -> list[bytes]:
+        """The command that makes this user exist with exactly these rules."""
+        digest = hashlib.sha256(self.password.encode()).hexdigest()
+        return [b"ACL", b"SETUSER", self.name.encode(), b"reset", b"on",
+                f"#{digest}".encode(), *(r.encode("latin-1") for r in self.rules)]
+
+
+def acl_user(policy: Policy, db: int, secret: bytes) -> AclUser:
+    """The user for ``policy`` on a connection to database ``db``.
+
+    ``secret`` (the gateway's own Redis password) keys the password derivation: whoever can
+    log in to Redis as the gateway can create such users anyway.
+    """
+    rules = acl_rules(policy, db)
+    name = USER_PREFIX + hashlib.sha256(" ".join(rules).encode()).hexdigest()[:16]
+    password = hmac.new(secret, b"redis-gateway acl user " + name.encode(),
+                        hashlib.sha256).hexdigest()
+    return AclUser(name, password, rules)
+
+
+@lru_cache(maxsize=1024)
+def acl_rules(policy: Policy, db: int) -> tuple[str, ...]:
+    """``policy`` in ACL SETUSER syntax, with the gateway's boundaries added."""
+    rules: list[str] = []
+    for rule in policy.command_rules:
+        sign = "+" if rule.allow else "-"
+        rules.append(f"{sign}@{rule.category}" if rule.category else f"{sign}{rule.command}")
+    guard = b"" if policy.unrestricted else policy.reserved_prefix
+    both = [p for p in policy.read_patterns if p in policy.write_patterns]
+    rules += _key_rules("~", both, guard)
+    rules += _key_rules("%R~", [p for p in policy.read_patterns if p not in both], guard)
+    rules += _key_rules("%W~", [p for p in policy.write_patterns if p not in both], guard)
+    rules += [f"&{_text(p)}" for p in dict.fromkeys(policy.channel_patterns)]
+    if not policy.unrestricted:
+        rules += ["-select", f"+select|{db}", "-move", "-swapdb"]
+    return tuple(rules)
+
+
+def _key_rules(kind: str, patterns: list[bytes], guard: bytes) -> list[str]:
+    out: list[str] = []
+    for pattern in dict.fromkeys(patterns):
+        expanded = everything_but(guard) if guard and pattern == b"*" else [pattern]
+        out += [kind + _text(p) for p in expanded]
+    return out
+
+
+def everything_but(prefix: bytes) -> list[bytes]:
+    """Glob patterns that together match every key not starting with ``prefix``."""
+    patterns = []
+    for i in range(len(prefix)):
+        head = _escape(prefix[:i])
+        patterns.append(head)  # a key that is a proper prefix of ``prefix`` (or empty)
+        patterns.append(head + b"[^" + _escape_in_class(prefix[i : i + 1]) + b"]*")
+    return patterns
+
+
+def _escape(literal: bytes) -> bytes:
+    out = bytearray()
+    for byte in literal:
+        if byte in b"*?[]\\":
+            out += b"\\"
+        out.append(byte)
+    return bytes(out)
+
+
+def _escape_in_class(char: bytes) -> bytes:
+    return b"\\" + char if char in (b"]", b"\\", b"^", b"-") else char
+
+
+def _text(pattern: bytes) -> str:
+    # Rules travel as arguments of ACL SETUSER: any byte is fine; latin-1 keeps each byte.
+    return pattern.decode("latin-1")
