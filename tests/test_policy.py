@@ -98,6 +98,13 @@ def test_key_and_channel_patterns() -> None:
     assert policy.denied_key([(b"ro:x", frozenset())]) is None  # EXISTS-like: either will do
     assert policy.denied_channel([b"news.tech"]) is None
     assert policy.denied_channel([b"sport"]) == b"sport"
+    # A pattern subscription needs that very pattern in the rules, as in Redis.
+    assert policy.denied_channel([b"news.*"], patterns=True) is None
+    assert policy.denied_channel([b"news.t*"], patterns=True) == b"news.t*"
+    # As Redis: one pattern must grant both permissions a key needs.
+    split = parse("+@all %R~a* %W~a*")
+    assert split.denied_key([(b"ab", read | write)]) == b"ab"
+    assert split.denied_key([(b"ab", read)]) is None
     glob = parse("+@all ~user:[0-9]? ~a\\*b ~x[^y]z")
     assert glob.denied_key([(b"user:1a", read)]) is None
     assert glob.denied_key([(b"user:a1", read)]) == b"user:a1"
@@ -108,7 +115,8 @@ def test_key_and_channel_patterns() -> None:
     assert parse("read-write resetkeys ~only:*").denied_key([(b"k", read)]) == b"k"
 
 
-@pytest.mark.parametrize("rules", ["", "+@read banana", "%X~a", "%R~", "~"])
+@pytest.mark.parametrize("rules", ["", "+@read banana", "%X~a", "%R~", "~", "%RR~a",
+                                   "allkeys ~app:*", "~* %R~x", "allchannels &a"])
 def test_bad_rules(rules: str) -> None:
     with pytest.raises(RuleError):
         parse(rules)

@@ -23,9 +23,10 @@ import hmac
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .policy import Policy
+from .policy import READ, WRITE, Policy
 
 USER_PREFIX = "rgw-"
+_KINDS = {READ: "%R~", WRITE: "%W~", READ | WRITE: "~"}
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,12 @@ def acl_rules(policy: Policy, db: int) -> tuple[str, ...]:
         sign = "+" if rule.allow else "-"
         rules.append(f"{sign}@{rule.category}" if rule.category else f"{sign}{rule.command}")
     guard = b"" if policy.unrestricted else policy.reserved_prefix
-    both = [p for p in policy.read_patterns if p in policy.write_patterns]
-    rules += _key_rules("~", both, guard)
-    rules += _key_rules("%R~", [p for p in policy.read_patterns if p not in both], guard)
-    rules += _key_rules("%W~", [p for p in policy.write_patterns if p not in both], guard)
+    if policy.all_keys_flag:
+        rules += _key_rules("~", [b"*"], guard) if guard else ["allkeys"]
+    for pattern, perms in policy.key_patterns:
+        rules += _key_rules(_KINDS[perms], [pattern], guard)
+    if policy.all_channels:
+        rules.append("allchannels")
     rules += [f"&{_text(p)}" for p in dict.fromkeys(policy.channel_patterns)]
     if not policy.unrestricted:
         rules += ["-select", f"+select|{db}", "-move", "-swapdb"]

@@ -86,8 +86,8 @@ def check(scope: Scope, argv: Argv, table: CommandTable, max_block_seconds: floa
                 "\"gateway\"); use enforcement = \"managed\" or \"mapped\" to allow scripts"
             )
     if info.pubsub and not policy.all_channels:
-        channels = argv[1:2] if info.name in ("publish", "spublish") else argv[1:]
-        denied = policy.denied_channel(channels)
+        channels, patterns = _channels(info.name, argv)
+        denied = policy.denied_channel(channels, patterns=patterns)
         if denied is not None:
             raise Forbidden(f"NOPERM this token has no permissions to access the "
                             f"'{_text(denied)}' channel")
@@ -124,6 +124,15 @@ def reads_only(info: CommandInfo) -> bool:
 def both_ways(keys: list[bytes]) -> Keys:
     """Keys whose use is unknown (Redis 6's COMMAND GETKEYS): read and written."""
     return [(k, READ_FLAGS | WRITE_FLAGS) for k in keys]
+
+
+def _channels(name: str, argv: Argv) -> tuple[Argv, bool]:
+    """The channels a command names, and whether they are patterns (PSUBSCRIBE)."""
+    if name in ("publish", "spublish"):
+        return argv[1:2], False
+    if name in ("subscribe", "ssubscribe", "psubscribe"):
+        return argv[1:], name == "psubscribe"
+    return (), False
 
 
 # the database boundary --------------------------------------------------------------------

@@ -9,12 +9,13 @@ that mentions it (by name, subcommand, category or ``@all``) is a ``+``.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .commands import READ_FLAGS, WRITE_FLAGS, CommandInfo
+from .redis_args import c_string
+from .redis_glob import glob_match
 
 PRESETS: dict[str, str] = {
     "read-only": "+@read +ping +echo +subscribe +psubscribe +ssubscribe "
@@ -41,38 +42,47 @@ class _CommandRule:
         return info.name == self.command or info.name.startswith(self.command + "|")
 
 
+READ, WRITE = 1, 2  # a key pattern's permissions, as Redis's ACL_READ/WRITE_PERMISSION
+_ALLKEYS_AFTER = ("adding a pattern after the * pattern (or the 'allkeys' flag) has no effect "
+                  "and Redis refuses it; use 'resetkeys' first")
+_ALLCHANNELS_AFTER = ("adding a pattern after the * pattern (or the 'allchannels' flag) has no "
+                      "effect and Redis refuses it; use 'resetchannels' first")
+
+
 @dataclass(frozen=True)
 class Policy:
+    """A compiled rule set, shaped as Redis keeps an ACL user's root selector."""
+
     text: str
     command_rules: tuple[_CommandRule, ...]
-    read_patterns: tuple[bytes, ...]
-    write_patterns: tuple[bytes, ...]
+    key_patterns: tuple[tuple[bytes, int], ...]  # (pattern, READ|WRITE)
     channel_patterns: tuple[bytes, ...]
+    # allkeys or ~*: every key, the empty one included (a pattern * does not match it).
+    all_keys_flag: bool = False
+    all_channels: bool = False
+    # Keys no pattern may reach (the gateway's own, e.g. its token store), as a prefix.
+    reserved_prefix: bytes = b""
     # Decided once per command name: the rules are fixed, and this is on every request.
     _decisions: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
-    # Keys no pattern may reach (the gateway's own, e.g. its token store), as a prefix.
-    reserved_prefix: bytes = b""
-
     def __post_init__(self) -> None:
         # Derived here, not per request: most tokens have allkeys and allchannels.
-        read_all, write_all = b"*" in self.read_patterns, b"*" in self.write_patterns
-        object.__setattr__(self, "all_channels", b"*" in self.channel_patterns)
         # Every command, key and channel: the rules of the server's own administrator, for
         # whom database and key boundaries mean nothing (it may FLUSHALL, ACL SETUSER, ...).
         last_all = max((i for i, r in enumerate(self.command_rules)
                         if r.allow and r.category == "all"), default=-1)
         unrestricted = (last_all >= 0 and all(r.allow for r in self.command_rules[last_all:])
-                        and read_all and write_all and self.all_channels)
+                        and self.all_keys_flag and self.all_channels)
         object.__setattr__(self, "unrestricted", unrestricted)
         guarded = bool(self.reserved_prefix) and not unrestricted
-        object.__setattr__(self, "all_keys", read_all and write_all and not guarded)
+        object.__setattr__(self, "all_keys", self.all_keys_flag and not guarded)
         # What Redis calls unrestricted key access (SORT ... BY pattern/GET needs it).
-        object.__setattr__(self, "all_keys_readable", read_all and not guarded)
+        readable = self.all_keys_flag or any(p == b"*" and perms & READ
+                                             for p, perms in self.key_patterns)
+        object.__setattr__(self, "all_keys_readable", readable and not guarded)
 
     all_keys: bool = field(init=False, compare=False)
     all_keys_readable: bool = field(init=False, compare=False)
-    all_channels: bool = field(init=False, compare=False)
     unrestricted: bool = field(init=False, compare=False)
 
     def guarding(self, prefix: bytes) -> Policy:
@@ -86,29 +96,39 @@ class Policy:
         return allowed
 
     def denied_key(self, keys: Sequence[tuple[bytes, frozenset[str]]]) -> bytes | None:
-        """The first key these rules do not grant in the way the command uses it."""
+        """The first key these rules do not grant in the way the command uses it.
+
+        As Redis's ACLSelectorCheckKey: one pattern must grant every permission the key
+        needs (reading, writing, or both); a key used neither way (EXISTS) needs any.
+        """
         if self.all_keys:
             return None
+        guard = b"" if self.unrestricted else self.reserved_prefix
         for key, flags in keys:
-            if self.reserved_prefix and key.startswith(self.reserved_prefix) and \
-                    not self.unrestricted:
+            if guard and key.startswith(guard):
                 return key
-            reads, writes = bool(flags & READ_FLAGS), bool(flags & WRITE_FLAGS)
-            if not reads and not writes:  # e.g. EXISTS: either permission will do
-                if not (_match_any(self.read_patterns, key) or
-                        _match_any(self.write_patterns, key)):
-                    return key
+            if self.all_keys_flag:
                 continue
-            if reads and not _match_any(self.read_patterns, key):
-                return key
-            if writes and not _match_any(self.write_patterns, key):
+            need = (READ if flags & READ_FLAGS else 0) | (WRITE if flags & WRITE_FLAGS else 0)
+            if not any(perms & need == need and glob_match(pattern, key)
+                       for pattern, perms in self.key_patterns):
                 return key
         return None
 
-    def denied_channel(self, channels: Sequence[bytes]) -> bytes | None:
+    def denied_channel(self, channels: Sequence[bytes], *, patterns: bool = False
+                       ) -> bytes | None:
+        """The first channel not granted; ``patterns``: PSUBSCRIBE's, which Redis grants
+        only when a rule names the very same pattern."""
         if self.all_channels:
             return None
-        return next((c for c in channels if not _match_any(self.channel_patterns, c)), None)
+        for channel in channels:
+            if patterns:
+                literal = c_string(channel)
+                if not any(c_string(p) == literal for p in self.channel_patterns):
+                    return channel
+            elif not any(glob_match(p, channel) for p in self.channel_patterns):
+                return channel
+        return None
 
 
 def _allows(rules: tuple[_CommandRule, ...], info: CommandInfo) -> bool:
@@ -120,11 +140,15 @@ def _allows(rules: tuple[_CommandRule, ...], info: CommandInfo) -> bool:
 
 @lru_cache(maxsize=256)
 def parse(text: str) -> Policy:
-    """Compile a rule string; raises ``RuleError`` naming the rule it cannot read."""
+    """Compile a rule string; raises ``RuleError`` naming the rule it cannot read.
+
+    Key and channel rules follow Redis's ACL SETUSER: ``~*`` and ``allkeys`` set the
+    all-keys flag and drop the patterns; a pattern after it is refused, as Redis does.
+    """
     commands: list[_CommandRule] = []
-    reads: list[bytes] = []
-    writes: list[bytes] = []
+    keys: list[tuple[bytes, int]] = []
     channels: list[bytes] = []
+    all_keys = all_channels = False
     words = text.split()
     if not words:
         raise RuleError("no rules given; use a preset such as read-only, or ACL rules")
@@ -134,41 +158,40 @@ def parse(text: str) -> Policy:
             commands.append(_CommandRule(True, "all", None))
         elif low in ("nocommands", "-@all"):
             commands.append(_CommandRule(False, "all", None))
-        elif low == "allkeys":
-            reads.append(b"*")
-            writes.append(b"*")
-        elif low == "resetkeys":
-            reads.clear()
-            writes.clear()
-        elif low == "allchannels":
-            channels.append(b"*")
-        elif low == "resetchannels":
+        elif low in ("allkeys", "resetkeys"):
+            all_keys = low == "allkeys"
+            keys.clear()
+        elif low in ("allchannels", "resetchannels"):
+            all_channels = low == "allchannels"
             channels.clear()
         elif low == "reset":
             commands.clear()
-            reads.clear()
-            writes.clear()
+            keys.clear()
             channels.clear()
+            all_keys = all_channels = False
         elif word[:1] in "+-" and len(word) > 1:
             allow = word[0] == "+"
             if word[1] == "@":
                 commands.append(_CommandRule(allow, low[2:], None))
             else:
                 commands.append(_CommandRule(allow, None, low[1:]))
-        elif word.startswith("~") and len(word) > 1:
-            reads.append(word[1:].encode())
-            writes.append(word[1:].encode())
-        elif word.startswith("%") and "~" in word:
-            perms, pattern = word[1:].split("~", 1)
-            if not pattern or not perms or set(perms.upper()) - {"R", "W"}:
-                raise RuleError(f"rule '{word}' is not valid: use %R~pattern, %W~pattern "
-                                "or %RW~pattern")
-            if "R" in perms.upper():
-                reads.append(pattern.encode())
-            if "W" in perms.upper():
-                writes.append(pattern.encode())
+        elif word[:1] in "~%" and len(word) > 1:
+            pattern, perms = _key_rule(word)
+            if all_keys:
+                raise RuleError(f"rule '{word}': {_ALLKEYS_AFTER}")
+            if word == "~*":  # only this spelling: Redis keeps %RW~* as a pattern
+                all_keys = True
+                keys.clear()
+            else:
+                keys.append((pattern, perms))
         elif word.startswith("&") and len(word) > 1:
-            channels.append(word[1:].encode())
+            if all_channels:
+                raise RuleError(f"rule '{word}': {_ALLCHANNELS_AFTER}")
+            if word == "&*":
+                all_channels = True
+                channels.clear()
+            else:
+                channels.append(word[1:].encode())
         else:
             raise RuleError(
                 f"rule '{word}' is not understood; expected a preset "
@@ -176,7 +199,25 @@ def parse(text: str) -> Policy:
                 "+command|subcommand, ~pattern, %R~pattern, %W~pattern, allkeys, resetkeys, "
                 "&channel, allchannels or resetchannels"
             )
-    return Policy(text, tuple(commands), tuple(reads), tuple(writes), tuple(channels))
+    return Policy(text, tuple(commands), tuple(keys), tuple(channels), all_keys, all_channels)
+
+
+def _key_rule(word: str) -> tuple[bytes, int]:
+    """``~p``, ``%R~p``, ``%W~p``, ``%RW~p`` as (pattern, permissions)."""
+    if word[0] == "~":
+        return word[1:].encode(), READ | WRITE
+    perms, tilde, pattern = word[1:].partition("~")
+    flags = 0
+    for letter in perms.upper():
+        bit = {"R": READ, "W": WRITE}.get(letter)
+        if bit is None or flags & bit:
+            flags = 0
+            break
+        flags |= bit
+    if not tilde or not pattern or not flags:
+        raise RuleError(f"rule '{word}' is not valid: use %R~pattern, %W~pattern or "
+                        "%RW~pattern")
+    return pattern.encode(), flags
 
 
 def _expand(words: list[str]) -> list[str]:
@@ -185,38 +226,3 @@ def _expand(words: list[str]) -> list[str]:
         preset = PRESETS.get(word.lower())
         out += preset.split() if preset else [word]
     return out
-
-
-def _match_any(patterns: tuple[bytes, ...], value: bytes) -> bool:
-    return any(p == b"*" or _glob(p).fullmatch(value) for p in patterns)
-
-
-@lru_cache(maxsize=1024)
-def _glob(pattern: bytes) -> re.Pattern[bytes]:
-    """Redis glob-style pattern (``*``, ``?``, ``[a-z]``, ``[^x]``, ``\\``) as a regex."""
-    out = bytearray()
-    i = 0
-    while i < len(pattern):
-        c = pattern[i : i + 1]
-        if c == b"*":
-            out += b".*"
-        elif c == b"?":
-            out += b"."
-        elif c == b"\\" and i + 1 < len(pattern):
-            i += 1
-            out += re.escape(pattern[i : i + 1])
-        elif c == b"[":
-            end = pattern.find(b"]", i + 1)
-            if end < 0:
-                out += re.escape(c)
-            else:
-                body = pattern[i + 1 : end]
-                negate = body.startswith(b"^")
-                body = body[1:] if negate else body
-                escaped = bytes(body).replace(b"\\", b"\\\\").replace(b"]", b"\\]")
-                out += b"[" + (b"^" if negate else b"") + escaped + b"]"
-                i = end
-        else:
-            out += re.escape(c)
-        i += 1
-    return re.compile(bytes(out), re.DOTALL)

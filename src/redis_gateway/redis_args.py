@@ -8,10 +8,10 @@ the check and another to Redis, so the gateway reads exactly as Redis 7 does:
   NUL byte (``"STREAMS\\0x"`` is ``STREAMS``) and folds ASCII letters only.
 - Integers (``string2ll``): an optional ``-``, no ``+``, no leading zeros, no spaces,
   fewer than 21 bytes, within a signed 64-bit range. Length-aware: a NUL is not a digit.
-- Floats (``string2ld``, which calls ``strtold`` on a NUL-terminated copy): decimal or
-  hexadecimal (``0x1p20``) with an optional sign, ``inf``/``infinity``; ``nan``, leading
-  whitespace and trailing bytes before the first NUL are refused. Where the exact value
-  matters (timeouts), the gateway rewrites the argument in a form both read alike.
+- Floats (``string2ld``, which calls ``strtold`` and checks that it used every byte):
+  decimal or hexadecimal (``0x1p20``) with an optional sign, ``inf``/``infinity``; ``nan``,
+  whitespace, a NUL or anything else left over is refused. Where the exact value matters
+  (timeouts), the gateway rewrites the argument in a form both read alike.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ _LONG_STR_SIZE = 21  # Redis's LONG_STR_SIZE: a valid integer is shorter
 _MAX_LONG_DOUBLE_CHARS = 5 * 1024
 _LLONG_MAX = (1 << 63) - 1
 _LLONG_MIN = -(1 << 63)
+_LDBL_MAX = Decimal("1.18973149535723176502e4932")
+_LDBL_UNDERFLOW = Decimal("1.8225997659412373013e-4951")
 _INTEGER = re.compile(rb"-?[1-9][0-9]*|0")
 _DECIMAL = re.compile(rb"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _HEX = re.compile(rb"[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)([pP][+-]?[0-9]+)?")
@@ -55,7 +57,7 @@ def parse_long_double(arg: bytes) -> Decimal | None:
     reads both into a long double, so the last bits of a long decimal can differ. Callers
     that act on the value rewrite the argument instead of trusting those bits.
     """
-    text = c_string(arg)
+    text = arg  # unlike string2ll's callers, string2ld checks that strtold used every byte
     if not text or len(arg) >= _MAX_LONG_DOUBLE_CHARS:
         return None
     try:
@@ -69,7 +71,8 @@ def parse_long_double(arg: bytes) -> Decimal | None:
             return None
     except (InvalidOperation, OverflowError, ValueError):
         return None
-    # strtold fails with ERANGE past the long double range: overflow, or underflow to zero.
-    if value.is_finite() and value != 0 and not Decimal("1e-4950") < abs(value) < Decimal("1e4932"):
+    # strtold fails with ERANGE past the long double range: overflow, or underflow to zero
+    # (below half the smallest subnormal; a subnormal result is accepted).
+    if value.is_finite() and value != 0 and not _LDBL_UNDERFLOW <= abs(value) <= _LDBL_MAX:
         return None
     return value
