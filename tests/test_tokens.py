@@ -24,8 +24,8 @@ def cli(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, timeout=30)
 
 
-def wait_status(url: str, token: str, status: int) -> httpx.Response:
-    deadline = time.monotonic() + 5
+def wait_status(url: str, token: str, status: int, timeout: float = 5.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
     while True:
         response = httpx.post(url, json=["PING"], headers={"Authorization": f"Bearer {token}"})
         if response.status_code == status or time.monotonic() > deadline:
@@ -111,9 +111,25 @@ def test_tokens_kept_in_redis_are_shared_and_signed() -> None:
         assert httpx.post(first.url, json=["PING"],
                           headers={"Authorization": f"Bearer {forged}"}).status_code == 401
 
+        # The store is out of every token's reach (a read-write token has allkeys).
+        headers = {"Authorization": f"Bearer {token}"}
+        for command in (["HGETALL", "redis-gateway:tokens"], ["DEL", "redis-gateway:tokens"],
+                        ["RENAME", "redis-gateway:tokens", "mine"],
+                        ["COPY", "redis-gateway:tokens", "mine"],
+                        ["HSET", "redis-gateway:tokens", "x", "y"]):
+            response = httpx.post(first.url, json=command, headers=headers)
+            assert response.status_code == 403, (command, response.text)
+            assert "redis-gateway:tokens" in response.json()["error"]
+
+        saved = server.cli("HGET", "redis-gateway:tokens", hash_token(token))
         assert cli("revoke", "shared", config=first.dir / "gateway.toml").returncode == 0
         for gw in (first, second):
             assert wait_status(gw.url, token, 401).status_code == 401
+        # A saved copy of the record written back does not bring the token back.
+        assert server.cli("HSET", "redis-gateway:tokens", hash_token(token), saved) == "1"
+        for gw in (first, second):
+            gw_response = wait_status(gw.url, token, 200, timeout=1.0)
+            assert gw_response.status_code == 401, gw_response.text
     finally:
         first.stop()
         second.stop()

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .auth import REDIS_TOKENS_KEY, TokenRecord, TokenStore
+from .auth import REDIS_TOKENS_KEY, TokenRecord, TokenStore, revocation_field
 from .backend import Backend, make_backend
 from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable
 from .executor import Executor
@@ -81,9 +81,12 @@ class Gateway:
             self._graphql = GraphQLEndpoint(self.settings, self.executor, self.tokens)
         return self._graphql
 
-    async def _fetch_token_record(self, field: bytes) -> Any:
-        (reply,) = await self.backends["default"].run([[b"HGET", REDIS_TOKENS_KEY, field]])
-        return reply
+    async def _fetch_token_record(self, token_hash: str) -> tuple[Any, Any]:
+        (reply,) = await self.backends["default"].run(
+            [[b"HMGET", REDIS_TOKENS_KEY, token_hash.encode(), revocation_field(token_hash)]])
+        if not isinstance(reply, list):
+            raise RedisUnavailable(f"reading the token store failed: {reply}")
+        return reply[0], reply[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI: for uvicorn, Mangum and any other ASGI server."""

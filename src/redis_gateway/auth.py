@@ -24,7 +24,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,12 @@ from .settings import Settings
 log = logging.getLogger("redis_gateway.auth")
 
 TOKEN_PREFIX = "rgw_"
-REDIS_TOKENS_KEY = b"redis-gateway:tokens"
+# Keys the gateway keeps in Redis start with this; no token but an unrestricted one
+# reaches them (policy.Policy.guarding, acl.py).
+RESERVED_PREFIX = b"redis-gateway:"
+REDIS_TOKENS_KEY = RESERVED_PREFIX + b"tokens"
+# A field of that hash holding a revoked token's tombstone: "revoked:" + its hash.
+REVOKED_PREFIX = b"revoked:"
 _FILE_CHECK_INTERVAL = 1.0
 
 
@@ -136,12 +141,45 @@ def verify_record(blob: bytes, secret: str) -> TokenRecord | None:
         return None
 
 
+def revocation_field(token_hash: str) -> bytes:
+    return REVOKED_PREFIX + token_hash.encode()
+
+
+def sign_revocation(token_hash: str, secret: str) -> bytes:
+    """A tombstone kept beside the records: a revoked token's old record, written back,
+    does not bring it back (the tombstone is checked on every load)."""
+    body = json.dumps({"revoked": token_hash,
+                       "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}).encode()
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()) + \
+        b"." + body
+
+
+def is_revoked(blob: Any, token_hash: str, secret: str) -> bool:
+    if not isinstance(blob, bytes):
+        return False
+    mac_b64, _, body = blob.partition(b".")
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    try:
+        return hmac.compare_digest(base64.b64decode(mac_b64), expected) and \
+            json.loads(body).get("revoked") == token_hash
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
 # Lookup -----------------------------------------------------------------------------
-RedisFetch = Callable[[bytes], Any]  # async: field (token hash) -> stored blob or None
+# async: token hash -> (its record, its revocation tombstone), each a blob or None
+RedisFetch = Callable[[str], Awaitable[tuple[Any, Any]]]
 
 
-def principal_of(record: TokenRecord) -> Principal:
-    return Principal(record.name, parse(record.rules), record.backend, record.expiry())
+def gateway_keys_in(settings: Settings, backend: str) -> bool:
+    """Whether the gateway keeps keys of its own (under RESERVED_PREFIX) in ``backend``."""
+    return settings.token_store == "redis" and backend == "default"
+
+
+def compile_rules(settings: Settings, rules: str, backend: str) -> Policy:
+    """A token's rules, with the gateway's own keys out of reach where it keeps some."""
+    policy = parse(rules)
+    return policy.guarding(RESERVED_PREFIX) if gateway_keys_in(settings, backend) else policy
 
 
 class TokenStore:
@@ -170,9 +208,14 @@ class TokenStore:
         self._redis_fetch = redis_fetch if settings.token_store == "redis" else None
         self._redis_cache: dict[str, tuple[Principal | None, float]] = {}
 
+    def _principal(self, record: TokenRecord) -> Principal:
+        return Principal(record.name, compile_rules(self._settings, record.rules,
+                                                    record.backend),
+                         record.backend, record.expiry())
+
     def _add_static(self, record: TokenRecord) -> None:
         check_record(record, self._settings.backends)
-        self._static[record.hash] = principal_of(record)
+        self._static[record.hash] = self._principal(record)
 
     @property
     def empty(self) -> bool:
@@ -206,7 +249,7 @@ class TokenStore:
             except BadRequest as exc:
                 log.error("tokens file %s: skipping %s", self._file, exc.message)
                 continue
-            self._from_file[record.hash] = principal_of(record)
+            self._from_file[record.hash] = self._principal(record)
 
     async def _from_redis(self, token_hash: str) -> Principal | None:
         assert self._redis_fetch is not None and self._settings.token_store_secret
@@ -214,19 +257,20 @@ class TokenStore:
         cached = self._redis_cache.get(token_hash)
         if cached and now - cached[1] < self._settings.token_cache_seconds:
             return cached[0]
+        secret = self._settings.token_store_secret
         try:
-            blob = await self._redis_fetch(token_hash.encode())
+            blob, tombstone = await self._redis_fetch(token_hash)
         except RedisUnavailable:
             if cached:  # keep serving known tokens through a short Redis outage
                 return cached[0]
             raise
-        record = (verify_record(blob, self._settings.token_store_secret)
-                  if isinstance(blob, bytes) else None)
+        record = verify_record(blob, secret) if isinstance(blob, bytes) else None
         principal = None
-        if record is not None and record.hash == token_hash:
+        if record is not None and record.hash == token_hash and \
+                not is_revoked(tombstone, token_hash, secret):
             try:
                 check_record(record, self._settings.backends)
-                principal = principal_of(record)
+                principal = self._principal(record)
             except BadRequest as exc:
                 log.error("token record in Redis skipped: %s", exc.message)
         if len(self._redis_cache) > 4096:

@@ -25,9 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import settings as settings_mod
-from .auth import Principal
+from .auth import Principal, compile_rules
 from .errors import BadRequest, GatewayError, Unauthorized
-from .policy import parse
 
 log = logging.getLogger("redis_gateway.aws_lambda")
 
@@ -147,31 +146,32 @@ class Runtime:
                 return await self.gateway.tokens.authenticate(api_key)
             except Unauthorized:
                 if api_key and aws.api_key_rules:
-                    return Principal("appsync-api-key", parse(aws.api_key_rules), "default")
+                    return Principal("appsync-api-key",
+                                     compile_rules(self.settings, aws.api_key_rules, "default"),
+                                     "default")
                 raise
         if "resolverContext" in identity:
-            return _rules("lambda-authorizer", aws.lambda_authorizer_rules)
+            return self._rules("lambda-authorizer", aws.lambda_authorizer_rules)
         if identity.get("userArn"):
             arn = identity["userArn"]
             for pattern, rules in aws.iam_arn_rules.items():
                 if fnmatch.fnmatchcase(arn, pattern):
-                    return _rules(f"iam:{arn}", rules)
-            return _rules(f"iam:{arn}", aws.iam_rules)
+                    return self._rules(f"iam:{arn}", rules)
+            return self._rules(f"iam:{arn}", aws.iam_rules)
         if "claims" in identity and "defaultAuthStrategy" in identity:  # Cognito user pools
             user = identity.get("username") or identity.get("sub")
             for group in identity.get("groups") or []:
                 if group in aws.cognito_group_rules:
-                    return _rules(f"cognito:{user}", aws.cognito_group_rules[group])
-            return _rules(f"cognito:{user}", aws.cognito_rules)
+                    return self._rules(f"cognito:{user}", aws.cognito_group_rules[group])
+            return self._rules(f"cognito:{user}", aws.cognito_rules)
         if "claims" in identity:
-            return _rules(f"oidc:{identity.get('sub')}", aws.oidc_rules)
+            return self._rules(f"oidc:{identity.get('sub')}", aws.oidc_rules)
         raise Unauthorized("the caller's identity is of a kind this gateway does not map")
 
-
-def _rules(name: str, rules: str) -> Principal:
-    if not rules:
-        raise Unauthorized(f"no rules are configured for {name} (see the [aws] settings)")
-    return Principal(name, parse(rules), "default")
+    def _rules(self, name: str, rules: str) -> Principal:
+        if not rules:
+            raise Unauthorized(f"no rules are configured for {name} (see the [aws] settings)")
+        return Principal(name, compile_rules(self.settings, rules, "default"), "default")
 
 
 def _error_type(exc: GatewayError) -> str:

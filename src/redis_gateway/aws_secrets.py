@@ -1,4 +1,4 @@
-"""Secrets read from AWS Secrets Manager once at start: the Redis password, the token-store key.
+"""Secrets read from AWS Secrets Manager once at start: Redis passwords, the token-store key.
 
 Only their ARNs are configured, so the values never sit in environment variables or
 configuration files (where GetFunctionConfiguration or a backup would show them).
@@ -42,6 +42,15 @@ def resolve(settings: Settings) -> Settings:
         default = settings.backends["default"]
         settings = replace(settings, backends={**settings.backends, "default": replace(
             default, username=default.username or username, password=password)})
+    backends = dict(settings.backends)
+    for name, backend in settings.backends.items():
+        users = {rules: replace(user, password=_parts(
+                     user.password_secret_arn, ("password", "token"),
+                     f"backends.{name}.users.{rules}.password_secret_arn")[1])
+                 for rules, user in backend.users.items() if user.password_secret_arn}
+        if users:
+            backends[name] = replace(backend, users={**backend.users, **users})
+    settings = replace(settings, backends=backends)
     if settings.token_store_secret_arn:
         _, key = _parts(settings.token_store_secret_arn, ("key", "secret"),
                         "token_store_secret_arn")

@@ -14,6 +14,7 @@ from typing import Any
 from . import settings as settings_mod
 from .auth import (
     REDIS_TOKENS_KEY,
+    REVOKED_PREFIX,
     TokenRecord,
     TokenStore,
     check_record,
@@ -21,7 +22,9 @@ from .auth import (
     hash_token,
     new_token,
     read_tokens_file,
+    revocation_field,
     sign_record,
+    sign_revocation,
     verify_record,
     write_tokens_file,
 )
@@ -84,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace, *, secrets: bool = True,
           **overrides: Any) -> settings_mod.Settings:
     settings = settings_mod.load(getattr(args, "config", None), overrides=overrides)
-    if secrets and (settings.password_secret_arn or settings.token_store_secret_arn):
-        from .aws_secrets import resolve
+    if secrets:
+        from .aws_secrets import resolve  # boto3 is imported only if a secret is configured
 
         settings = resolve(settings)
     return settings
@@ -260,6 +263,12 @@ def _token_revoke(args: argparse.Namespace) -> int:
         match = [r for r in records if r.name == args.name]
         if not match:
             raise GatewayError(f"no token named '{args.name}' in Redis")
+        assert settings.token_store_secret
+        # A tombstone first, then the record: a copy of the record written back later
+        # (by anyone who saved it) finds the tombstone and stays revoked.
+        tombstones = [x for r in match for x in (
+            revocation_field(r.hash), sign_revocation(r.hash, settings.token_store_secret))]
+        asyncio.run(_redis_call(settings, [b"HSET", REDIS_TOKENS_KEY, *tombstones]))
         asyncio.run(_redis_call(settings, [b"HDEL", REDIS_TOKENS_KEY,
                                            *(r.hash.encode() for r in match)]))
     else:
@@ -288,7 +297,9 @@ async def _redis_tokens(settings: settings_mod.Settings) -> list[TokenRecord]:
     assert settings.token_store_secret
     flat = await _redis_call(settings, [b"HGETALL", REDIS_TOKENS_KEY])
     records = []
-    for blob in flat[1::2]:
+    for field, blob in zip(flat[::2], flat[1::2], strict=True):
+        if field.startswith(REVOKED_PREFIX):
+            continue
         record = verify_record(blob, settings.token_store_secret)
         if record is not None:
             records.append(record)

@@ -34,6 +34,16 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class MappedUser:
+    """An existing Redis user that tokens with given rules run as (enforcement = "mapped")."""
+
+    username: str = ""
+    password: str | None = None
+    # Or: a Secrets Manager secret holding it (JSON {"password"} or a plain string).
+    password_secret_arn: str = ""
+
+
+@dataclass(frozen=True)
 class BackendSettings:
     """One Redis deployment that tokens can be pointed at: a server or a topology."""
 
@@ -65,6 +75,9 @@ class BackendSettings:
     # Redis, through existing users named in `users`. "gateway": the gateway alone; then
     # scripts and functions are refused to every token that is not unrestricted.
     enforcement: str = "managed"
+    # enforcement = "mapped": the user for each rule set, keyed by the rules as tokens
+    # write them, e.g. users."read-only" = { username = "gw-ro", password = "..." }.
+    users: dict[str, MappedUser] = field(default_factory=dict)
 
     @property
     def replica_reads(self) -> bool:
@@ -239,6 +252,19 @@ def _finish(settings: Settings) -> Settings:
         if backend.enforcement not in ENFORCEMENT_MODES:
             raise SettingsError(f"backends.{name}.enforcement: '{backend.enforcement}' is not "
                                 f"one of {', '.join(ENFORCEMENT_MODES)}")
+        if backend.users and backend.enforcement != "mapped":
+            raise SettingsError(f"backends.{name}.users: only used with enforcement = "
+                                f"\"mapped\" (this backend's is '{backend.enforcement}')")
+        for rules, user in backend.users.items():
+            where = f"backends.{name}.users.\"{rules}\""
+            try:
+                parse_rules(rules)
+            except RuleError as exc:
+                raise SettingsError(f"{where}: {exc}") from None
+            if not user.username:
+                raise SettingsError(f"{where}.username: is required")
+            if user.password is None and not user.password_secret_arn:
+                raise SettingsError(f"{where}: set password or password_secret_arn")
     for i, token in enumerate(settings.tokens):
         where = f"tokens[{i}]"
         if not token.name:
