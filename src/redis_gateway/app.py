@@ -14,13 +14,15 @@ Routing (below ``base_path``):
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .auth import REDIS_TOKENS_KEY, TokenRecord, TokenStore, revocation_field
+from .admission import GCRA_SCRIPT, Admission
+from .auth import REDIS_TOKENS_KEY, RESERVED_PREFIX, TokenRecord, TokenStore, revocation_field
 from .backend import Backend, make_backend
-from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable
+from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable, TooManyRequests
 from .executor import Executor
 from .http import (
     JSON_TYPE,
@@ -63,7 +65,9 @@ class Gateway:
             name: make_backend(name, backend, settings.limits)
             for name, backend in settings.backends.items()
         }
-        self.executor = Executor(self.backends, settings)
+        shared_rate = self._shared_rate if settings.limits.shared_rate else None
+        self.admission = Admission(settings.limits, shared_rate)
+        self.executor = Executor(self.backends, settings, self.admission)
         self.tokens = TokenStore(settings, self._fetch_token_record, extra_tokens)
         self.rest = RestApi(self.executor, settings.limits.max_reply_bytes, settings.base_path)
         self.cors = Cors(settings.cors_origins)
@@ -87,6 +91,14 @@ class Gateway:
         if not isinstance(reply, list):
             raise RedisUnavailable(f"reading the token store failed: {reply}")
         return reply[0], reply[1]
+
+    async def _shared_rate(self, name: str, interval_ms: int, tolerance_ms: int) -> int:
+        key = RESERVED_PREFIX + b"rate:" + name.encode()
+        (reply,) = await self.backends["default"].run(
+            [[b"EVAL", GCRA_SCRIPT, b"1", key, b"%d" % interval_ms, b"%d" % tolerance_ms]])
+        if not isinstance(reply, int):
+            raise RedisUnavailable(f"the shared rate limit could not be read: {reply}")
+        return reply
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI: for uvicorn, Mangum and any other ASGI server."""
@@ -170,7 +182,8 @@ class Gateway:
                     response = self.console.get(path[len("/console/"):])
             else:
                 principal = await self.tokens.authenticate(bearer_token(request))
-                response = await self.rest.handle(request, principal, path)
+                async with self.admission.request(principal.name, principal.share):
+                    response = await self.rest.handle(request, principal, path)
         except GatewayError as exc:
             response = _error(exc)
         except Exception:
@@ -202,4 +215,7 @@ class Gateway:
 
 
 def _error(exc: GatewayError) -> Response:
-    return Response(exc.status, json_body({"error": exc.message}), [JSON_TYPE])
+    headers = [JSON_TYPE]
+    if isinstance(exc, TooManyRequests):
+        headers.append((b"retry-after", b"%d" % math.ceil(exc.retry_after)))
+    return Response(exc.status, json_body({"error": exc.message}), headers)

@@ -25,10 +25,11 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .admission import Share
 from .errors import BadRequest, RedisUnavailable, Unauthorized
 from .policy import Policy, RuleError, parse
 from .settings import Settings
@@ -61,6 +62,11 @@ class TokenRecord:
     expires: str | None = None  # ISO 8601, UTC
     backend: str = "default"
     created: str | None = None
+    # The token's own share (admission.Share); None: the [limits] defaults.
+    concurrency: int | None = None
+    reserved: int | None = None
+    rate: float | None = None
+    burst: int | None = None
 
     def expiry(self) -> dt.datetime | None:
         return dt.datetime.fromisoformat(self.expires) if self.expires else None
@@ -81,6 +87,7 @@ class Principal:
     policy: Policy
     backend: str
     expires: dt.datetime | None = None
+    share: Share = field(default_factory=Share)
 
 
 def check_record(record: TokenRecord, backends: Iterable[str]) -> None:
@@ -172,8 +179,10 @@ RedisFetch = Callable[[str], Awaitable[tuple[Any, Any]]]
 
 
 def gateway_keys_in(settings: Settings, backend: str) -> bool:
-    """Whether the gateway keeps keys of its own (under RESERVED_PREFIX) in ``backend``."""
-    return settings.token_store == "redis" and backend == "default"
+    """Whether the gateway keeps keys of its own (under RESERVED_PREFIX) in ``backend``:
+    the token store and the shared rate counters live in the default one."""
+    return backend == "default" and (settings.token_store == "redis"
+                                     or settings.limits.shared_rate)
 
 
 def compile_rules(settings: Settings, rules: str, backend: str) -> Policy:
@@ -197,7 +206,8 @@ class TokenStore:
             self._add_static(TokenRecord(
                 name=token.name, hash=token.hash, rules=token.rules,
                 expires=token.expires.isoformat() if token.expires else None,
-                backend=token.backend,
+                backend=token.backend, concurrency=token.concurrency, reserved=token.reserved,
+                rate=token.rate, burst=token.burst,
             ))
         for record in extra:
             self._add_static(record)
@@ -209,9 +219,11 @@ class TokenStore:
         self._redis_cache: dict[str, tuple[Principal | None, float]] = {}
 
     def _principal(self, record: TokenRecord) -> Principal:
+        share = Share.of(self._settings.limits, concurrency=record.concurrency,
+                         reserved=record.reserved, rate=record.rate, burst=record.burst)
         return Principal(record.name, compile_rules(self._settings, record.rules,
                                                     record.backend),
-                         record.backend, record.expiry())
+                         record.backend, record.expiry(), share)
 
     def _add_static(self, record: TokenRecord) -> None:
         check_record(record, self._settings.backends)

@@ -58,6 +58,20 @@ class LimitExceeded(GatewayError):
     status = 413
 
 
+class TooManyRequests(GatewayError):
+    """A token passed its own share: requests in flight, request rate, reserved connections.
+
+    ``retry_after`` (seconds) is sent as ``Retry-After``.
+    """
+
+    kind = "TooManyRequests"
+    status = 429
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class RedisUnavailable(GatewayError):
     """Redis cannot be reached, or no connection is free; the request was not run."""
 

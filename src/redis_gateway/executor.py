@@ -13,6 +13,7 @@ from typing import Any
 
 from hiredis import ReplyError
 
+from .admission import Admission
 from .auth import Principal
 from .backend import Argv, Backend, backend_address
 from .checks import Keys, Prepared, Scope, both_ways, check, check_keys
@@ -23,9 +24,13 @@ from .settings import Settings
 
 
 class Executor:
-    def __init__(self, backends: Mapping[str, Backend], settings: Settings) -> None:
+    def __init__(self, backends: Mapping[str, Backend], settings: Settings,
+                 admission: Admission) -> None:
         self.backends = backends
         self.limits = settings.limits
+        self._admission = admission
+        self._reserved = {name: b.max_dedicated_connections
+                          for name, b in settings.backends.items()}
         # Per backend: the database its tokens are bound to, and whether Redis enforces
         # the tokens' rules too (see checks.py).
         self._bounds = {
@@ -78,6 +83,15 @@ class Executor:
                 f"{self.limits.max_commands} (limits.max_commands)"
             )
 
+    async def _run_reserved(self, principal: Principal, commands: Sequence[Argv], *,
+                            timeout: float, reusable: bool, exact: int | None) -> list[Any]:
+        """On a reserved connection, within the token's share of them."""
+        async with self._admission.reserved(principal.name, principal.share,
+                                            self._reserved[principal.backend],
+                                            self.limits.command_timeout):
+            return await self.backend_for(principal).run_reserved(
+                commands, timeout=timeout, reusable=reusable, exact=exact)
+
     @property
     def _block_timeout(self) -> float:
         return self.limits.max_block_seconds + self.limits.command_timeout
@@ -91,8 +105,8 @@ class Executor:
         prepared = await self.prepare(principal, self.scope(principal, read_only=read_only),
                                       argv, await backend.command_table())
         if prepared.where.where is Where.RESERVED:
-            (reply,) = await backend.run_reserved(
-                [prepared.argv], timeout=self._block_timeout,
+            (reply,) = await self._run_reserved(
+                principal, [prepared.argv], timeout=self._block_timeout,
                 reusable=prepared.where.reusable, exact=exact,
             )
         else:
@@ -127,8 +141,8 @@ class Executor:
             argvs = [p.argv for _, p in runnable]
             alone = [p.where for _, p in runnable if p.where.where is Where.RESERVED]
             if alone:
-                replies = await backend.run_reserved(
-                    argvs, timeout=self._block_timeout,
+                replies = await self._run_reserved(
+                    principal, argvs, timeout=self._block_timeout,
                     reusable=all(w.reusable for w in alone), exact=exact)
             else:
                 replies = await backend.run(argvs, exact=exact)
@@ -144,8 +158,7 @@ class Executor:
         Raises when the transaction is refused or discarded as a whole.
         """
         self._check_count(commands)
-        backend = self.backend_for(principal)
-        table = await backend.command_table()
+        table = await self.backend_for(principal).command_table()
         prepared: list[Prepared] = []
         scope = self.scope(principal, in_transaction=True)
         for i, argv in enumerate(commands):
@@ -155,8 +168,8 @@ class Executor:
                 exc.message = f"{exc.message} (command {i + 1} of the transaction; " \
                               "nothing was run)"
                 raise
-        replies = await backend.run_reserved(
-            [[b"MULTI"], *(p.argv for p in prepared), [b"EXEC"]],
+        replies = await self._run_reserved(
+            principal, [[b"MULTI"], *(p.argv for p in prepared), [b"EXEC"]],
             timeout=self.limits.command_timeout,
             # Anything not fit for a shared connection (SELECT, ...) spoils this one too.
             reusable=all(p.where.where is Where.SHARED for p in prepared),

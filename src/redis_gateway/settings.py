@@ -101,6 +101,15 @@ class LimitSettings:
     # clients would otherwise hold connections), and seconds an idle connection is kept.
     header_timeout: float = 10.0
     keep_alive_timeout: float = 75.0
+    # Each token's share, unless the token sets its own (see TokenShare): requests in flight
+    # at once, and the fraction of a backend's reserved connections it may hold.
+    token_concurrency: int = 256
+    token_reserved_share: float = 0.5
+    # Requests per second (and burst) per token; 0: no rate limit unless the token sets one.
+    token_rate: float = 0.0
+    token_burst: int = 0
+    # Count rates in the default Redis, so every gateway process shares one budget per token.
+    shared_rate: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,11 @@ class TokenSettings:
     rules: str = "read-write"
     expires: dt.datetime | None = None
     backend: str = "default"
+    # This token's share, overriding [limits]' token_* defaults (0 rate: unlimited).
+    concurrency: int | None = None
+    reserved: int | None = None
+    rate: float | None = None
+    burst: int | None = None
 
 
 @dataclass(frozen=True)
@@ -231,8 +245,13 @@ def _finish(settings: Settings) -> Settings:
         values = getattr(settings, section)
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)
-            if not isinstance(value, bool) and value <= 0:
+            if f.name in _MAY_BE_ZERO:
+                if value < 0:
+                    raise SettingsError(f"{section}.{f.name}: must not be negative")
+            elif not isinstance(value, bool) and value <= 0:
                 raise SettingsError(f"{section}.{f.name}: must be greater than 0")
+    if not 0 < settings.limits.token_reserved_share <= 1:
+        raise SettingsError("limits.token_reserved_share: must be more than 0 and at most 1")
     backends = dict(settings.backends)
     default = backends.get("default", BackendSettings())
     if settings.redis:
@@ -278,6 +297,10 @@ def _finish(settings: Settings) -> Settings:
             raise SettingsError(
                 f"{where}.backend: '{token.backend}' is not one of {', '.join(sorted(backends))}"
             )
+        for key in ("concurrency", "reserved", "rate", "burst"):
+            value = getattr(token, key)
+            if value is not None and value < (0 if key in ("rate", "burst") else 1):
+                raise SettingsError(f"{where}.{key}: {value} is out of range")
     aws = settings.aws
     for key, rules in [("api_key_rules", aws.api_key_rules), ("iam_rules", aws.iam_rules),
                        ("cognito_rules", aws.cognito_rules), ("oidc_rules", aws.oidc_rules),
@@ -298,6 +321,7 @@ def _finish(settings: Settings) -> Settings:
 
 
 ENFORCEMENT_MODES = ("managed", "mapped", "gateway")
+_MAY_BE_ZERO = frozenset({"token_rate", "token_burst"})
 _TOPOLOGY_LISTS = {"replicas": "replicas", "sentinels": "sentinel", "seeds": "cluster"}
 
 

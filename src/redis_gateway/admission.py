@@ -1,0 +1,151 @@
+"""Each token's fair share: requests in flight, request rate, reserved connections.
+
+One token cannot take the gateway from the others: past its share it gets 429 with
+``Retry-After``, and nobody else notices. The rate is a GCRA (generic cell rate algorithm:
+one timestamp per token, no timers), kept in this process, or in the default Redis when
+``limits.shared_rate`` is on so that every gateway process draws from one budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from .errors import TooManyRequests
+from .settings import LimitSettings
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one token may use at once. 0 means no limit."""
+
+    concurrency: int = 0  # requests in flight
+    reserved: int = 0  # reserved connections held (blocking commands, transactions)
+    rate: float = 0.0  # requests per second, sustained
+    burst: int = 0  # requests allowed at once above the rate
+
+    @classmethod
+    def of(cls, limits: LimitSettings, *, concurrency: int | None = None,
+           reserved: int | None = None, rate: float | None = None,
+           burst: int | None = None) -> Share:
+        """A token's own values, else the [limits] defaults."""
+        return cls(
+            concurrency if concurrency is not None else limits.token_concurrency,
+            reserved or 0,  # 0: the default fraction of the backend's reserved connections
+            rate if rate is not None else limits.token_rate,
+            burst if burst is not None else limits.token_burst,
+        )
+
+
+class _Gate:
+    """One token's reserved connections: a semaphore, and how many requests use it."""
+
+    __slots__ = ("slots", "users")
+
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit)
+        self.users = 0
+
+
+# async: (token name, emission interval in ms, tolerance in ms) -> ms to wait (0: allowed)
+SharedRate = Callable[[str, int, int], Awaitable[int]]
+
+
+class Admission:
+    def __init__(self, limits: LimitSettings, shared_rate: SharedRate | None = None) -> None:
+        self._limits = limits
+        self._shared_rate = shared_rate
+        self._in_flight: dict[str, int] = {}
+        self._reserved: dict[str, _Gate] = {}
+        self._tat: dict[str, float] = {}  # GCRA: each token's theoretical arrival time
+
+    @asynccontextmanager
+    async def request(self, name: str, share: Share) -> AsyncIterator[None]:
+        """Admit one request of token ``name``, or raise 429."""
+        if share.rate:
+            await self._take_rate(name, share)
+        count = self._in_flight.get(name, 0)
+        if share.concurrency and count >= share.concurrency:
+            raise TooManyRequests(
+                f"token '{name}' has {count} requests in flight, its limit "
+                f"(limits.token_concurrency, or the token's concurrency); retry shortly")
+        self._in_flight[name] = count + 1
+        try:
+            yield
+        finally:
+            left = self._in_flight[name] - 1
+            if left:
+                self._in_flight[name] = left
+            else:
+                del self._in_flight[name]
+
+    @asynccontextmanager
+    async def reserved(self, name: str, share: Share, backend_reserved: int,
+                       wait: float) -> AsyncIterator[None]:
+        """Hold one of a backend's reserved connections for token ``name``.
+
+        Past its share the token's request waits for one of its own (up to ``wait``
+        seconds, then 429): a burst of transactions queues behind its own kind while
+        other tokens still find connections free.
+        """
+        limit = share.reserved or max(1, int(backend_reserved * self._limits.token_reserved_share))
+        gate = self._reserved.get(name)
+        if gate is None:
+            gate = self._reserved[name] = _Gate(limit)
+        gate.users += 1
+        try:
+            try:
+                async with asyncio.timeout(wait):
+                    await gate.slots.acquire()
+            except TimeoutError:
+                raise TooManyRequests(
+                    f"token '{name}' holds {limit} reserved connections (blocking commands, "
+                    f"transactions), its share of {backend_reserved} (limits."
+                    "token_reserved_share, or the token's reserved), and none came free "
+                    f"within {wait:g} s; retry shortly") from None
+            try:
+                yield
+            finally:
+                gate.slots.release()
+        finally:
+            gate.users -= 1
+            if not gate.users:
+                del self._reserved[name]
+
+    async def _take_rate(self, name: str, share: Share) -> None:
+        interval = 1.0 / share.rate
+        tolerance = interval * max(share.burst - 1, 0)
+        if self._shared_rate is not None:
+            wait = await self._shared_rate(name, math.ceil(interval * 1000),
+                                           math.ceil(tolerance * 1000)) / 1000
+        else:
+            now = time.monotonic()
+            tat = max(self._tat.get(name, now), now)
+            wait = tat - tolerance - now
+            if wait <= 0:
+                self._tat[name] = tat + interval
+                if len(self._tat) > 100_000:  # tokens gone quiet: their entries are stale
+                    self._tat = {k: v for k, v in self._tat.items() if v > now}
+        if wait > 0:
+            raise TooManyRequests(
+                f"token '{name}' is over its rate of {share.rate:g} requests per second "
+                f"(burst {max(share.burst, 1)}); retry in {wait:.3f} s", retry_after=wait)
+
+
+# GCRA in Redis, for limits.shared_rate: KEYS[1] the token's key, ARGV the emission interval
+# and the tolerance in milliseconds. Redis's clock, so gateway processes need not agree.
+GCRA_SCRIPT = b"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local wait = tat - tolerance - now
+if wait > 0 then return wait end
+redis.call('SET', KEYS[1], tat + interval, 'PX', tolerance + interval + 1000)
+return 0
+"""
