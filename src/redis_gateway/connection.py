@@ -282,7 +282,12 @@ async def _handshake(conn: Connection, address: Address, timeout: float, resp3: 
         raise RedisUnavailable(
             f"cannot reach Redis at {address.display()}: {conn.lost_reason}"
         ) from None
-    for reply in replies:
+    *setup, ping = replies
+    # A server running a long script answers BUSY to PING: it is reachable, and SCRIPT KILL
+    # is what one may need to send it.
+    if isinstance(ping, hiredis.ReplyError) and str(ping).startswith("BUSY "):
+        ping = b"PONG"
+    for reply in [*setup, ping]:
         if isinstance(reply, hiredis.ReplyError):
             conn.close()
             raise RedisUnavailable(f"Redis at {address.display()} refused the gateway: {reply}")

@@ -8,7 +8,8 @@ could leave a connection different from how it found it: ``placement.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from hiredis import ReplyError
@@ -18,9 +19,28 @@ from .auth import Principal
 from .backend import Argv, Backend, backend_address
 from .checks import Keys, Prepared, Scope, both_ways, check, check_keys
 from .commands import CommandInfo, CommandTable
-from .errors import BadRequest, GatewayError, LimitExceeded, RedisCommandError
+from .errors import (
+    BadRequest,
+    CommandTimeout,
+    GatewayError,
+    LimitExceeded,
+    RedisCommandError,
+    RedisUnavailable,
+)
 from .placement import Where
 from .settings import Settings
+
+log = logging.getLogger("redis_gateway.executor")
+
+# The commands that run code, and what stops that code once it ran too long.
+_SCRIPT_KILLS = {name: (b"SCRIPT", b"KILL") for name in ("eval", "evalsha", "eval_ro",
+                                                       "evalsha_ro")}
+_SCRIPT_KILLS |= {"fcall": (b"FUNCTION", b"KILL"), "fcall_ro": (b"FUNCTION", b"KILL")}
+_BUSY = "BUSY "
+
+
+def _busy(reply: Any) -> str:
+    return f"Redis is busy running a script or function and answered: {reply}; retry shortly"
 
 
 class Executor:
@@ -83,6 +103,42 @@ class Executor:
                 f"{self.limits.max_commands} (limits.max_commands)"
             )
 
+    async def _watched(self, principal: Principal, prepared: Sequence[Prepared],
+                       call: Awaitable[list[Any]]) -> list[Any]:
+        """``call``'s replies; past command_timeout, a script among ``prepared`` is stopped.
+
+        Redis runs one script at a time and answers BUSY to everyone meanwhile: a script
+        that loops would stall every client until someone ran SCRIPT KILL by hand.
+        """
+        try:
+            return await call
+        except CommandTimeout as exc:
+            kills = {_SCRIPT_KILLS[p.info.name] for p in prepared if p.info.name in _SCRIPT_KILLS}
+            if not kills:
+                raise
+            outcome = [await self._stop_script(principal, kill) for kill in sorted(kills)]
+            raise CommandTimeout(f"{exc.message}; {'; '.join(outcome)}") from None
+
+    async def _stop_script(self, principal: Principal, kill: tuple[bytes, bytes]) -> str:
+        what = "script" if kill[0] == b"SCRIPT" else "function"
+        try:
+            (reply,) = await self.backend_for(principal).run([list(kill)])
+        except GatewayError as exc:
+            return f"the {what} may still be running: {kill[0].decode()} KILL failed " \
+                   f"({exc.message})"
+        text = str(reply)
+        if not isinstance(reply, ReplyError):
+            log.warning("token '%s': a %s ran past command_timeout; stopped with %s KILL",
+                        principal.name, what, kill[0].decode())
+            return f"the {what} ran past command_timeout and was stopped " \
+                   f"({kill[0].decode()} KILL)"
+        if text.startswith("NOTBUSY"):
+            return f"no {what} is running any more"
+        log.error("token '%s': a %s ran past command_timeout and cannot be stopped: %s",
+                  principal.name, what, text)
+        return (f"the {what} has already written data, so Redis cannot stop it ({text}); "
+                "it runs until it ends, and Redis answers BUSY to every client meanwhile")
+
     async def _run_reserved(self, principal: Principal, commands: Sequence[Argv], *,
                             timeout: float, reusable: bool, exact: int | None) -> list[Any]:
         """On a reserved connection, within the token's share of them."""
@@ -105,12 +161,15 @@ class Executor:
         prepared = await self.prepare(principal, self.scope(principal, read_only=read_only),
                                       argv, await backend.command_table())
         if prepared.where.where is Where.RESERVED:
-            (reply,) = await self._run_reserved(
+            call = self._run_reserved(
                 principal, [prepared.argv], timeout=self._block_timeout,
                 reusable=prepared.where.reusable, exact=exact,
             )
         else:
-            (reply,) = await backend.run([prepared.argv], exact=exact)
+            call = backend.run([prepared.argv], exact=exact)
+        (reply,) = await self._watched(principal, [prepared], call)
+        if isinstance(reply, ReplyError) and str(reply).startswith(_BUSY):
+            raise RedisUnavailable(_busy(reply))
         return reply
 
     async def pipeline(
@@ -141,13 +200,15 @@ class Executor:
             argvs = [p.argv for _, p in runnable]
             alone = [p.where for _, p in runnable if p.where.where is Where.RESERVED]
             if alone:
-                replies = await self._run_reserved(
+                call = self._run_reserved(
                     principal, argvs, timeout=self._block_timeout,
                     reusable=all(w.reusable for w in alone), exact=exact)
             else:
-                replies = await backend.run(argvs, exact=exact)
+                call = backend.run(argvs, exact=exact)
+            replies = await self._watched(principal, [p for _, p in runnable], call)
             for (i, _), reply in zip(runnable, replies, strict=True):
-                results[i] = reply
+                busy = isinstance(reply, ReplyError) and str(reply).startswith(_BUSY)
+                results[i] = RedisUnavailable(_busy(reply)) if busy else reply
         return results
 
     async def transaction(
@@ -168,13 +229,13 @@ class Executor:
                 exc.message = f"{exc.message} (command {i + 1} of the transaction; " \
                               "nothing was run)"
                 raise
-        replies = await self._run_reserved(
+        replies = await self._watched(principal, prepared, self._run_reserved(
             principal, [[b"MULTI"], *(p.argv for p in prepared), [b"EXEC"]],
             timeout=self.limits.command_timeout,
             # Anything not fit for a shared connection (SELECT, ...) spoils this one too.
             reusable=all(p.where.where is Where.SHARED for p in prepared),
             exact=exact,
-        )
+        ))
         for i, queued in enumerate(replies[1:-1]):
             if isinstance(queued, ReplyError):
                 raise RedisCommandError(
