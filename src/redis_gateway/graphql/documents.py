@@ -4,12 +4,22 @@ The checks run cheapest first, and each bounds the next: the size in bytes bound
 parsing; the token limit bounds the tree, and so the cost pass and validation
 (graphql-core's OverlappingFieldsCanBeMergedRule compares same-named fields pairwise,
 quadratic in the fields of a selection set: a limit on the tree is what bounds it).
+
+Even bounded, a new document costs 25-200 µs a token to parse and validate (measured:
+up to ~400 ms for 2,000 tokens of one repeated field), so that work runs on one worker
+thread, and the event loop waits for the GIL at most a switch interval at a time instead
+of for the whole check. It waits that long at every wake-up, so the interval is lowered
+from Python's 5 ms: under a flood of such documents, a REST GET's median went from
+10.6 ms to 1.8 ms (1.1 ms without the flood), and the flood itself slowed by none.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from graphql import ASTValidationRule, GraphQLError, GraphQLSchema, parse, validate
 from graphql.error import GraphQLSyntaxError
@@ -19,6 +29,9 @@ from ..settings import GraphQLSettings
 from .limits import cost_errors, document_size, limit_error
 
 Outcome = tuple[DocumentNode | None, list[GraphQLError]]
+
+# Seconds a thread holds the GIL while another waits for it (Python's default: 0.005).
+_SWITCH_INTERVAL = 0.0005
 
 
 class DocumentCache:
@@ -65,15 +78,19 @@ class DocumentChecker:
         self._settings = settings
         self.cache = DocumentCache(settings.document_cache_entries,
                                    settings.document_cache_bytes)
+        # One thread: checks queue behind each other rather than share the GIL n ways.
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="graphql-check")
+        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL))
 
-    def check(self, query: str) -> Outcome:
+    async def check(self, query: str) -> Outcome:
         """The parsed document and its errors; no document if it was refused unparsed."""
         size, too_big = document_size(query, self._settings.max_document_bytes)
         if too_big is not None:
             return None, [too_big]
         outcome = self.cache.get(query)
         if outcome is None:
-            outcome = self._checked(query)
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self._worker, self._checked, query)
             self.cache.put(query, size, outcome)
         return outcome
 

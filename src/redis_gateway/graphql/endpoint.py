@@ -112,7 +112,7 @@ class GraphQLEndpoint:
 
     async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
                    operation_name: Any, method: str) -> Response:
-        document, errors = self.documents.check(query)
+        document, errors = await self.documents.check(query)
         if not errors:
             too_many = variable_values_error(variables,
                                              self._settings.graphql.max_variable_values)
