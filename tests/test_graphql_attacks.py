@@ -15,6 +15,7 @@ import multiprocessing
 import statistics
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,13 +137,15 @@ def report(name: str, before: list[float], during: list[float], wall: float) -> 
     assert max(during) < VICTIM_MAX_BOUND, (name, max(during))
 
 
-def limit_error(r: httpx.Response) -> str:
-    """The one error of a refused request, AppSync-shaped: 200, data null, errorType."""
+def limit_error(r: httpx.Response, path: bool = False) -> str:
+    """The one error of a refused request, AppSync-shaped: 200, data null, errorType;
+    with ``path``, refused while it ran (the field's error), else before."""
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["data"] is None
     (error,) = body["errors"]
     assert error["errorType"] == "LimitExceeded", error
+    assert (error["path"] is not None) == path, error
     message: str = error["message"]
     return message
 
@@ -226,6 +229,38 @@ def test_huge_variable_lists_are_refused_before_coercion(own: GatewayProcess) ->
         r = post(client, "mutation($k: [String!]!) { del(keys: $k) }",
                  {"k": [f"gql:none:{i}" for i in range(9_999)]})
         assert r.json() == {"data": {"del": 0}}
+
+
+def test_long_list_replies_are_refused_before_completion(own: GatewayProcess,
+                                                          redis_server: RedisServer) -> None:
+    """A tiny query, a big reply: graphql-core completes a typed list item by item on the
+    event loop (300k strings: ~0.7 s; 100k stream entries: ~4.5 s)."""
+    from support import redis_commands
+
+    key = f"gql:long:{uuid.uuid4().hex[:6]}"
+    redis_commands(redis_server.port, [
+        ("RPUSH", f"{key}:l", *(["x"] * 100_000)),
+        *(("XADD", f"{key}:s", "*", "f", "v") for _ in range(20_000))])
+    try:
+        def send(client: httpx.Client, i: int) -> None:
+            query = ("query($k: String!) { lrange(key: $k) }" if i % 2 else
+                     "query($k: String!) { xrange(key: $k) { id } }")
+            r = post(client, query, {"k": f"{key}:l" if i % 2 else f"{key}:s"})
+            message = limit_error(r, path=True)
+            assert message.startswith("the reply has more than 10000 elements "
+                                      "(graphql.max_list_items)"), message
+
+        report("100k-item list and 20k-entry stream", *attack(own, send, requests=6))
+        with own.client("ro") as client:  # a bounded range, or the whole reply as AWSJSON
+            page = post(client, "query($l: String!, $s: String!) { lrange(key: $l, stop: 9) "
+                                "xrange(key: $s, count: 5) { id } }",
+                        {"l": f"{key}:l", "s": f"{key}:s"}).json()["data"]
+            assert page["lrange"] == ["x"] * 10 and len(page["xrange"]) == 5
+            whole = post(client, 'query($l: String!) { command(args: ["LRANGE", $l, "0", "-1"]) }',
+                         {"l": f"{key}:l"})
+            assert json.loads(whole.json()["data"]["command"]) == ["x"] * 100_000
+    finally:
+        redis_commands(redis_server.port, [("DEL", f"{key}:l", f"{key}:s")])
 
 
 NASTY = [

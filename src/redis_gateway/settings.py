@@ -100,6 +100,8 @@ class GraphQLSettings:
     max_tokens: int = 2000
     # Values in a request's variables (graphql-core coerces each in Python).
     max_variable_values: int = 10_000
+    # Elements of a reply that a typed field returns as a list (completed one by one).
+    max_list_items: int = 10_000
     # Parsed and validated documents kept, by count and by total document size (a
     # document's tree takes up to ~100x its text); one over 1/16 of it is not kept.
     document_cache_entries: int = 512

@@ -128,7 +128,7 @@ class GraphQLEndpoint:
         limits = self._settings.limits
         context = Context(principal, self._executor,
                           Batch(self._executor, principal, limits.max_commands),
-                          limits.max_reply_bytes)
+                          limits.max_reply_bytes, self._settings.graphql.max_list_items)
         result = execute(self._schema, document, context_value=context,
                          variable_values=variables,
                          operation_name=operation_name if isinstance(operation_name, str)
