@@ -76,7 +76,7 @@ class GraphQLEndpoint:
         rules = list(specified_rules)
         if not settings.graphql.introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
-        self.documents = DocumentChecker(self._schema, rules, settings.graphql)
+        self._documents = DocumentChecker(self._schema, rules, settings.graphql)
 
     async def handle(self, request: Request) -> Response:
         token = graphql_token(request)
@@ -112,7 +112,7 @@ class GraphQLEndpoint:
 
     async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
                    operation_name: Any, method: str) -> Response:
-        document, errors = await self.documents.check(query)
+        document, errors = await self._documents.check(query)
         if not errors:
             too_many = variable_values_error(variables,
                                              self._settings.graphql.max_variable_values)

@@ -31,6 +31,7 @@ from graphql import (
 
 from ..errors import LimitExceeded
 from ..settings import GraphQLSettings
+from .counting import holds_more_than
 
 # Counts saturate here: a few hundred nested spreads would otherwise make numbers of
 # thousands of digits, and anything this large is over every limit anyway.
@@ -167,21 +168,7 @@ def _selection_cost(selection_set: SelectionSetNode | None,
 
 def variable_values_error(variables: dict[str, Any] | None, limit: int) -> GraphQLError | None:
     """graphql-core coerces variables value by value (about 4 µs each): count first."""
-    if not variables:
-        return None
-    count = 0
-    stack: list[Any] = [variables]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            inner: Iterable[Any] = value.values()
-        elif isinstance(value, list):
-            inner = value
-        else:
-            continue
-        count += len(value)
-        if count > limit:  # before reading them: a huge list is refused at its length
-            return limit_error(f"the variables hold more than {limit} values "
-                               "(graphql.max_variable_values)")
-        stack.extend(inner)
+    if variables and holds_more_than(variables, limit):
+        return limit_error(f"the variables hold more than {limit} values "
+                           "(graphql.max_variable_values)")
     return None

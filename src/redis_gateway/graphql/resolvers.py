@@ -20,6 +20,7 @@ from ..codec import Encoder
 from ..errors import BadRequest, GatewayError, LimitExceeded
 from ..executor import Executor
 from .batch import Batch
+from .counting import holds_more_than
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Context:
         item, at 2.5-9 µs an element on the event loop, so its elements are bounded."""
         reply = await self.read(*argv)
         limit = self.max_list_items
-        if limit is not None and isinstance(reply, list) and _over(reply, limit):
+        if limit is not None and isinstance(reply, list) and holds_more_than(reply, limit):
             raise LimitExceeded(
                 f"the reply has more than {limit} elements (graphql.max_list_items): ask for "
                 "fewer (count, start/stop, a narrower range) or use the command field, "
@@ -51,19 +52,6 @@ class Context:
 
     def json_value(self, reply: Any, encoding: str) -> Any:
         return Encoder(encoding == "BASE64", self.max_reply_bytes).value(reply)
-
-
-def _over(reply: list[Any], limit: int) -> bool:
-    """Whether a reply holds more than ``limit`` elements at all depths (stops there)."""
-    count = 0
-    stack = [reply]
-    while stack:
-        items = stack.pop()
-        count += len(items)
-        if count > limit:
-            return True
-        stack.extend(item for item in items if isinstance(item, list))
-    return False
 
 
 Resolver = Callable[[Context, dict[str, Any]], Awaitable[Any]]
