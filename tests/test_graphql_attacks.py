@@ -64,6 +64,7 @@ class Victim:
         self.latencies: list[float] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def get(self) -> float:
         started = time.perf_counter()
@@ -77,8 +78,11 @@ class Victim:
 
     def __enter__(self) -> Victim:
         def loop() -> None:
-            while not self._stop.is_set():
-                self.latencies.append(self.get())
+            try:
+                while not self._stop.is_set():
+                    self.latencies.append(self.get())
+            except BaseException as exc:  # re-raised in the test's thread
+                self._failure = exc
 
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
@@ -89,6 +93,8 @@ class Victim:
         assert self._thread
         self._thread.join(30)
         self.client.close()
+        if self._failure is not None:
+            raise self._failure
 
 
 def attack(gateway: GatewayProcess, send: Callable[[httpx.Client, int], None],
@@ -273,6 +279,8 @@ NASTY = [
                                       + ") }"}), 200),
     ("deep object literal", json.dumps({"query": "{ get(key: " + "{a: " * 600 + "1"
                                         + "}" * 600 + ") }"}), 200),
+    ("fragment cycle", json.dumps({"query": "{ ...A } fragment A on Query { ...B get(key: "
+                                   '"k") } fragment B on Query { ...A ...B }'}), 200),
     ("lone surrogate", '{"query": "{ get(key: \\"\\ud800\\") }"}', 400),
     ("query not a string", '{"query": ["{ __typename }"]}', 400),
     ("variables not an object", '{"query": "{ __typename }", "variables": [1]}', 400),
