@@ -76,8 +76,8 @@ class DocumentChecker:
         self._schema = schema
         self._rules = rules
         self._settings = settings
-        self.cache = DocumentCache(settings.document_cache_entries,
-                                   settings.document_cache_bytes)
+        self._cache = DocumentCache(settings.document_cache_entries,
+                                    settings.document_cache_bytes)
         # One thread: checks queue behind each other rather than share the GIL n ways.
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="graphql-check")
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL))
@@ -87,11 +87,11 @@ class DocumentChecker:
         size, too_big = document_size(query, self._settings.max_document_bytes)
         if too_big is not None:
             return None, [too_big]
-        outcome = self.cache.get(query)
+        outcome = self._cache.get(query)
         if outcome is None:
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self._worker, self._checked, query)
-            self.cache.put(query, size, outcome)
+            self._cache.put(query, size, outcome)
         return outcome
 
     def _checked(self, query: str) -> Outcome:
@@ -110,4 +110,4 @@ def _token_limit(error: GraphQLSyntaxError, limit: int) -> GraphQLError | None:
     if not error.message.endswith(("tokens. Parsing aborted.", "comments. Parsing aborted.")):
         return None
     return limit_error(f"the document has more than {limit} tokens or comments "
-                       "(graphql.max_tokens)", None)
+                       "(graphql.max_tokens)")
