@@ -267,3 +267,22 @@ def test_checker_caches_small_documents_only(checker: DocumentChecker) -> None:
     assert check(checker, small) is first
     larger = '{ get(key: "' + "x" * 300 + '") }'  # over 3200 / 16 bytes: not cached
     assert check(checker, larger) is not check(checker, larger)
+
+
+# Settings ------------------------------------------------------------------------------------
+NEW_LIMITS = ["max_fields", "max_document_bytes", "max_tokens", "max_variable_values",
+              "max_list_items", "document_cache_entries", "document_cache_bytes"]
+
+
+@pytest.mark.parametrize("key", NEW_LIMITS)
+def test_limits_are_validated_at_start(key: str) -> None:
+    from redis_gateway.settings import SettingsError, load
+
+    env = {f"REDIS_GATEWAY_GRAPHQL__{key.upper()}": "0"}
+    with pytest.raises(SettingsError, match=f"graphql.{key}: must be greater than 0"):
+        load(env=env)
+    env[f"REDIS_GATEWAY_GRAPHQL__{key.upper()}"] = "ten"
+    with pytest.raises(SettingsError, match=f"graphql.{key}: expected int"):
+        load(env=env)
+    env[f"REDIS_GATEWAY_GRAPHQL__{key.upper()}"] = "7"
+    assert getattr(load(env=env).graphql, key) == 7
