@@ -115,8 +115,24 @@ class LimitSettings:
 @dataclass(frozen=True)
 class GraphQLSettings:
     introspection: bool = True
+    # Per operation, fragments expanded.
     max_depth: int = 10
     max_aliases: int = 200
+    # Fields an operation resolves, each fragment spread counted where it stands.
+    max_fields: int = 1000
+    # Checked before parsing: parsing costs about 250 ns a byte even inside a string.
+    max_document_bytes: int = 32 * 1024
+    # Lexical tokens, and comments counted apart, stop the parser: validating costs
+    # 25-100 µs a token and graphql-core's overlapping-fields rule is quadratic.
+    max_tokens: int = 2000
+    # Values in a request's variables (graphql-core coerces each in Python).
+    max_variable_values: int = 10_000
+    # Elements of a reply that a typed field returns as a list (completed one by one).
+    max_list_items: int = 10_000
+    # Parsed and validated documents kept, by count and by total document size (a
+    # document's tree takes up to ~100x its text); one over 1/16 of it is not kept.
+    document_cache_entries: int = 512
+    document_cache_bytes: int = 256 * 1024
 
 
 @dataclass(frozen=True)

@@ -11,24 +11,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from graphql import (
     ExecutionResult,
     GraphQLError,
     OperationDefinitionNode,
     OperationType,
     execute,
-    parse,
     specified_rules,
-    validate,
 )
-from graphql.error import GraphQLSyntaxError
-from graphql.language import DocumentNode
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from ..auth import Principal, TokenStore
@@ -37,13 +33,14 @@ from ..executor import Executor
 from ..http import JSON_TYPE, Request, Response, json_body
 from ..settings import Settings
 from .batch import Batch
+from .documents import DocumentChecker
+from .limits import variable_values_error
 from .resolvers import Context
-from .schema import executable_schema, limit_errors
+from .schema import executable_schema
 
 log = logging.getLogger("redis_gateway.graphql")
 
 _MALFORMED = "MalformedHttpRequestException"
-_DOCUMENT_CACHE_SIZE = 512
 _NOT_AUTHORIZED = "You are not authorized to make this call."
 
 
@@ -76,10 +73,10 @@ class GraphQLEndpoint:
         self._executor = executor
         self._tokens = tokens
         self._schema = executable_schema()
-        self._documents: dict[str, tuple[DocumentNode | None, list[GraphQLError]]] = {}
-        self._rules = list(specified_rules)
+        rules = list(specified_rules)
         if not settings.graphql.introspection:
-            self._rules.append(NoSchemaIntrospectionCustomRule)
+            rules.append(NoSchemaIntrospectionCustomRule)
+        self._documents = DocumentChecker(self._schema, rules, settings.graphql)
 
     async def handle(self, request: Request) -> Response:
         token = graphql_token(request)
@@ -98,7 +95,7 @@ class GraphQLEndpoint:
             envelope = {k: params[k] for k in ("query", "operationName") if k in params}
             if "variables" in params:
                 try:
-                    envelope["variables"] = json.loads(params["variables"])
+                    envelope["variables"] = orjson.loads(params["variables"])
                 except ValueError:
                     return _failure(400, _MALFORMED, "Unable to parse GraphQL query.")
         else:
@@ -113,33 +110,13 @@ class GraphQLEndpoint:
         return await self._run(principal, envelope["query"], variables,
                                envelope.get("operationName"), request.method)
 
-    def _checked(self, query: str) -> tuple[DocumentNode | None, list[GraphQLError]]:
-        """Parse and validate a document, once per distinct text.
-
-        Clients send the same few documents again and again (with new variables), and
-        parsing plus validating costs more than executing: cache the outcome.
-        """
-        cached = self._documents.get(query)
-        if cached is not None:
-            return cached
-        try:
-            document: DocumentNode | None = parse(query)
-        except GraphQLSyntaxError as exc:
-            outcome: tuple[DocumentNode | None, list[GraphQLError]] = (None, [exc])
-        else:
-            assert document is not None
-            settings = self._settings.graphql
-            errors = validate(self._schema, document, self._rules) or limit_errors(
-                document, settings.max_depth, settings.max_aliases)
-            outcome = (document, list(errors))
-        if len(self._documents) >= _DOCUMENT_CACHE_SIZE:
-            self._documents.pop(next(iter(self._documents)))  # oldest first
-        self._documents[query] = outcome
-        return outcome
-
     async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
                    operation_name: Any, method: str) -> Response:
-        document, errors = self._checked(query)
+        document, errors = await self._documents.check(query)
+        if not errors:
+            too_many = variable_values_error(variables,
+                                             self._settings.graphql.max_variable_values)
+            errors = [too_many] if too_many else []
         if errors:
             return _result(ExecutionResult(None, errors))
         assert document is not None
@@ -151,7 +128,7 @@ class GraphQLEndpoint:
         limits = self._settings.limits
         context = Context(principal, self._executor,
                           Batch(self._executor, principal, limits.max_commands),
-                          limits.max_reply_bytes)
+                          limits.max_reply_bytes, self._settings.graphql.max_list_items)
         result = execute(self._schema, document, context_value=context,
                          variable_values=variables,
                          operation_name=operation_name if isinstance(operation_name, str)
@@ -163,7 +140,8 @@ class GraphQLEndpoint:
 
 def _envelope(body: bytes, content_type: bytes) -> Any:
     try:
-        return json.loads(body)
+        # orjson, not json: json raises RecursionError (not ValueError) on deep nesting.
+        return orjson.loads(body)
     except ValueError:
         # GraphQL over HTTP allows the bare document under application/graphql.
         if content_type.split(b";")[0].strip().lower() == b"application/graphql":

@@ -1,7 +1,4 @@
-"""The executable schema: schema.graphql plus AppSync's prelude, scalars and resolvers.
-
-Also the operation limits the validator does not have: depth and aliases.
-"""
+"""The executable schema: schema.graphql plus AppSync's prelude, scalars and resolvers."""
 
 from __future__ import annotations
 
@@ -10,21 +7,16 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import orjson
 from graphql import (
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
     GraphQLObjectType,
     GraphQLResolveInfo,
     GraphQLScalarType,
     GraphQLSchema,
-    InlineFragmentNode,
-    OperationDefinitionNode,
-    SelectionSetNode,
     build_schema,
 )
-from graphql.language import DocumentNode, ValueNode
+from graphql.language import ValueNode
 from graphql.utilities import value_from_ast_untyped
 
 from .resolvers import RESOLVERS, Context, Resolver
@@ -65,7 +57,7 @@ def _bind_awsjson(scalar: GraphQLScalarType) -> None:
         if not isinstance(value, str):
             raise GraphQLError("AWSJSON input must be a string holding JSON")
         try:
-            return json.loads(value)
+            return orjson.loads(value)  # unlike json, refuses deep nesting with a ValueError
         except ValueError as exc:
             raise GraphQLError(f"AWSJSON input is not valid JSON: {exc}") from None
 
@@ -80,52 +72,3 @@ def _bind_awsjson(scalar: GraphQLScalarType) -> None:
                      ("parse_value", parse_value), ("coerce_input_value", parse_value),
                      ("parse_literal", parse_literal)):
         setattr(scalar, name, fn)
-
-
-def limit_errors(document: DocumentNode, max_depth: int, max_aliases: int) -> list[GraphQLError]:
-    """Depth and alias limits, checked before anything runs."""
-    fragments = {d.name.value: d for d in document.definitions
-                 if isinstance(d, FragmentDefinitionNode)}
-    errors = []
-    aliases = 0
-    for definition in document.definitions:
-        if not isinstance(definition, OperationDefinitionNode):
-            continue
-        depth, count = _measure(definition.selection_set, fragments, set())
-        aliases += count
-        if depth > max_depth:
-            errors.append(GraphQLError(
-                f"the operation is {depth} levels deep; the limit is {max_depth} "
-                "(graphql.max_depth)", definition))
-    if aliases > max_aliases:
-        errors.append(GraphQLError(
-            f"the document uses {aliases} aliases; the limit is {max_aliases} "
-            "(graphql.max_aliases)"))
-    return errors
-
-
-def _measure(selection_set: SelectionSetNode | None,
-             fragments: dict[str, FragmentDefinitionNode],
-             visiting: set[str]) -> tuple[int, int]:
-    """(depth, aliases) of a selection set, fragments expanded."""
-    if selection_set is None:
-        return 0, 0
-    depth = aliases = 0
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            if selection.name.value.startswith("__"):
-                continue  # introspection has its own switch; its query is deep by design
-            inner, count = _measure(selection.selection_set, fragments, visiting)
-            depth = max(depth, 1 + inner)
-            aliases += count + (selection.alias is not None)
-        elif isinstance(selection, InlineFragmentNode):
-            inner, count = _measure(selection.selection_set, fragments, visiting)
-            depth, aliases = max(depth, inner), aliases + count
-        elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            if name in visiting or name not in fragments:
-                continue  # cycles and unknown fragments are the validator's to report
-            inner, count = _measure(fragments[name].selection_set, fragments,
-                                    visiting | {name})
-            depth, aliases = max(depth, inner), aliases + count
-    return depth, aliases
