@@ -17,7 +17,7 @@ on the shared connection still reach their owners:
 
 - fast mode: hiredis parses everything. The chunks received since the last reply
   boundary (hiredis holds no partial reply) are kept, which is nearly free because
-  Redis writes whole replies. When they pass the head waiter's budget, or hiredis
+  Redis writes whole replies. When they pass a part of the head waiter's budget, or hiredis
   gives up (nesting past its limit), the connection goes to
 - framed mode: ``resp.Framer`` reads the kept chunks again, skips the replies already
   delivered, and frames each following reply; a frame within budget is handed to a
@@ -53,6 +53,13 @@ from .errors import CommandTimeout, RedisUnavailable
 from .resp import NOT_ENOUGH_DATA, Dropped, Framer, ProtocolError, Push, ReplyError, TypedReader
 
 _UNBOUNDED = sys.maxsize
+# Fast mode hands a reply to the framer once the bytes kept for it pass this fraction of
+# its waiter's budget. hiredis builds the reply as it reads, and small strings cost it
+# about five times their wire size in Python objects: a quarter of the budget keeps the
+# peak near 1.5x the budget (measured with bench/replies.py) where the whole budget let
+# it reach 6.7x. Replies between a quarter and all of the budget are framed in Python
+# first (bench/reader.py: a few times hiredis's time), a cost only large replies pay.
+_FRAME_FROM = 4
 # The default budget is never below this: the gateway's own metadata reads (COMMAND
 # answers ~200 KB) name no budget of their own, and must work under any configured
 # reply limit. The encoders (codec.py) still hold each response to the exact limit.
@@ -190,7 +197,7 @@ class Connection(asyncio.Protocol):
             self._since_boundary = 0
         elif not pending:
             self._desync("bytes arrived that no command was waiting for")
-        elif self._kept_bytes > pending[0].remaining:
+        elif self._kept_bytes > pending[0].remaining // _FRAME_FROM:
             self._enter_framed()
 
     def _enter_framed(self) -> None:

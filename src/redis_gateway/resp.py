@@ -262,6 +262,8 @@ class _Scanner:
     def _wait_line(self, pos: int) -> Any:
         """No CRLF after ``pos``: wait for it, or drop the line's bytes as they come."""
         buf = self._buf
+        if self._mode == _BUILDING and self._over_budget(len(buf)):
+            self._drop(_TOO_LARGE)
         if pos >= len(buf):
             self._pos = pos
             self._need = pos + 1
@@ -272,8 +274,6 @@ class _Scanner:
                 raise ProtocolError(f"unknown RESP type byte {bytes([kind])!r}")
             if len(buf) - pos > _MAX_HEADER:
                 raise ProtocolError(f"RESP header line longer than {_MAX_HEADER} bytes")
-        if self._mode == _BUILDING and self._over_budget(len(buf)):
-            self._drop(_TOO_LARGE)
         if self._mode != _BUILDING and kind in _SCALARS and len(buf) - pos > 1:
             # A long simple string or error being dropped: keep only its last byte, which
             # may be the CR of the CRLF that ends it.
