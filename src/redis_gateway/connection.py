@@ -178,10 +178,12 @@ class Connection(asyncio.Protocol):
         self._kept.append(data)
         self._kept_bytes += len(data)
         pending = self._pending
+        delivered = 0
         while True:
             try:
                 reply = reader.gets()
             except ProtocolError:  # e.g. nested past hiredis's limit: the framer decides
+                self._since_boundary += delivered
                 self._enter_framed()
                 return
             if reply is NOT_ENOUGH_DATA:
@@ -189,8 +191,21 @@ class Connection(asyncio.Protocol):
             if not pending:
                 self._desync("a reply arrived that no command was waiting for")
                 return
-            self._since_boundary += 1
-            self._deliver(reply, len(reply) + 3 if type(reply) is bytes else _wire_floor(reply))
+            delivered += 1
+            size = len(reply) + 3 if type(reply) is bytes else _wire_floor(reply)
+            waiter = pending[0]
+            if size > waiter.remaining:
+                self._deliver(reply, size)
+                continue
+            # _deliver's common case, inline: this loop is the hot path of every request
+            waiter.remaining -= size
+            replies = waiter.replies
+            replies.append(reply)
+            if len(replies) == waiter.count:
+                pending.popleft()
+                if not waiter.future.done():
+                    waiter.future.set_result(replies)
+        self._since_boundary += delivered
         if not reader.has_data():  # a reply boundary: nothing held
             self._kept.clear()
             self._kept_bytes = 0

@@ -141,7 +141,8 @@ _PUSH: Final = ord(">")
 # Redis writes lengths and counts in at most 20 digits: a longer header line is garbage.
 _MAX_HEADER: Final = 32
 
-_BUILDING, _TOO_LARGE, _TOO_DEEP = 0, 1, 2
+# How the reply in progress is read: kept (built, or framed), or dropped, and why.
+_KEEPING, _TOO_LARGE, _TOO_DEEP = 0, 1, 2
 # Returned inside the reader when it switches from building to dropping.
 _SWITCH: Final = object()
 
@@ -168,7 +169,7 @@ class _Scanner:
         self._start = 0  # where its bytes still held in the buffer begin
         self._counted = 0  # its bytes consumed before _start
         self._kind = 0  # its type byte
-        self._mode = _BUILDING
+        self._mode = _KEEPING
         self._stack: list[list[Any]] = []  # building: [items, replies still expected, type]
         self._counts: list[int] = []  # framing or dropping: replies still expected
         self._held: list[bytes] = []  # framing: the reply's bytes before _start
@@ -201,7 +202,7 @@ class _Scanner:
                 return NOT_ENOUGH_DATA
             self._begin(budget)
         try:
-            if self._mode == _BUILDING and self._build:
+            if self._mode == _KEEPING and self._build:
                 result = self._read()
                 if result is not _SWITCH:
                     return result
@@ -216,7 +217,7 @@ class _Scanner:
         self._start = self._pos
         self._counted = 0
         self._kind = self._buf[self._pos]
-        self._mode = _BUILDING
+        self._mode = _KEEPING
         if self._build:
             self._stack = [[None, 1, 0]]  # the reply itself: one value expected
         else:
@@ -230,7 +231,7 @@ class _Scanner:
         self._need = 0
         self._stack = []
         held, self._held = self._held, []
-        if self._mode != _BUILDING:
+        if self._mode != _KEEPING:
             return Dropped(size, self._mode == _TOO_DEEP, self._kind)
         if self._budget is not None and size > self._budget:
             return Dropped(size, False, self._kind)
@@ -262,7 +263,7 @@ class _Scanner:
     def _wait_line(self, pos: int) -> Any:
         """No CRLF after ``pos``: wait for it, or drop the line's bytes as they come."""
         buf = self._buf
-        if self._mode == _BUILDING and self._over_budget(len(buf)):
+        if self._mode == _KEEPING and self._over_budget(len(buf)):
             self._drop(_TOO_LARGE)
         if pos >= len(buf):
             self._pos = pos
@@ -274,7 +275,7 @@ class _Scanner:
                 raise ProtocolError(f"unknown RESP type byte {bytes([kind])!r}")
             if len(buf) - pos > _MAX_HEADER:
                 raise ProtocolError(f"RESP header line longer than {_MAX_HEADER} bytes")
-        if self._mode != _BUILDING and kind in _SCALARS and len(buf) - pos > 1:
+        if self._mode != _KEEPING and kind in _SCALARS and len(buf) - pos > 1:
             # A long simple string or error being dropped: keep only its last byte, which
             # may be the CR of the CRLF that ends it.
             self._line = True
@@ -285,9 +286,9 @@ class _Scanner:
 
     def _wait_blob(self, pos: int, stop: int) -> Any:
         """The blob from ``pos`` ends at ``stop``, past the buffer: wait, or drop it."""
-        if self._mode == _BUILDING and self._over_budget(stop):
+        if self._mode == _KEEPING and self._over_budget(stop):
             self._drop(_TOO_LARGE)
-        if self._mode == _BUILDING:
+        if self._mode == _KEEPING:
             self._pos = pos  # its header is read again once the whole blob is here
             self._need = stop
         else:
@@ -319,7 +320,7 @@ class _Scanner:
             return False
         keep = self._pos
         if self._active:
-            if not self._build and self._mode == _BUILDING:  # the framer returns the bytes
+            if not self._build and self._mode == _KEEPING:  # the framer returns the bytes
                 self._held.append(buf[self._start : keep])
             self._counted += keep - self._start
             self._start = keep
@@ -413,7 +414,7 @@ class _Scanner:
         buf = self._buf
         pos = self._pos
         counts = self._counts
-        framing = self._mode == _BUILDING
+        framing = self._mode == _KEEPING
         while True:
             if self._ready:  # a dropped blob or line ended in _refill
                 self._ready = False
