@@ -179,7 +179,13 @@ class Connection(asyncio.Protocol):
         self._kept_bytes += len(data)
         pending = self._pending
         delivered = 0
+        # A boundary is where a whole reply ends with nothing buffered after it. Not
+        # merely an empty buffer: hiredis consumes a partial reply's bytes as it builds it.
+        boundary = False
         while True:
+            if not reader.has_data():
+                boundary = True
+                break
             try:
                 reply = reader.gets()
             except ProtocolError:  # e.g. nested past hiredis's limit: the framer decides
@@ -206,7 +212,7 @@ class Connection(asyncio.Protocol):
                 if not waiter.future.done():
                     waiter.future.set_result(replies)
         self._since_boundary += delivered
-        if not reader.has_data():  # a reply boundary: nothing held
+        if boundary:
             self._kept.clear()
             self._kept_bytes = 0
             self._since_boundary = 0
