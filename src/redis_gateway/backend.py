@@ -130,6 +130,7 @@ class StandaloneBackend:
             conn = await open_connection(
                 self._address, tls=self._tls, timeout=self._limits.connect_timeout,
                 typed=exact is not None, resp3=exact == 3,
+                reply_limit=self._limits.max_reply_bytes,
             )
             if self._readonly:
                 await self._allow_replica_reads(conn)

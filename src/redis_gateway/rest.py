@@ -19,11 +19,11 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 from .auth import Principal
-from .codec import Encoder, TypedEncoder
+from .codec import Encoder, TypedEncoder, json_body, resp2_body
 from .errors import BadRequest, GatewayError, MethodNotAllowed, RedisCommandError
 from .executor import Executor
-from .http import JSON_TYPE, Request, Response, json_body, query_pairs
-from .resp import ReplyError, encode_resp2
+from .http import JSON_TYPE, Request, Response, query_pairs
+from .resp import ReplyError
 
 _RESP_TYPE = (b"content-type", b"application/octet-stream")
 _BATCH_PATHS = {"/pipeline": "pipeline", "/multi-exec": "multi-exec"}
@@ -67,25 +67,31 @@ class RestApi:
         # HEAD is safe by definition (RFC 9110): it may run only commands that read.
         reply = await self._executor.execute(principal, argv, exact=fmt.exact,
                                              read_only=method == "HEAD")
+        if isinstance(reply, GatewayError):  # the gateway could not read this reply
+            raise reply
+        limit = self._max_reply
         if fmt.resp2:
             status = 400 if isinstance(reply, ReplyError) else 200
-            return Response(status, encode_resp2(reply), [_RESP_TYPE])
+            return Response(status, resp2_body([reply], limit), [_RESP_TYPE])
         if fmt.typed:
-            typed = TypedEncoder(self._max_reply).value(reply)
-            return Response(200, json_body({"result": typed}), [JSON_TYPE])
+            typed = TypedEncoder(limit).value(reply)
+            return Response(200, json_body({"result": typed}, limit), [JSON_TYPE])
         if isinstance(reply, ReplyError):
             raise RedisCommandError(str(reply))
-        encoder = Encoder(fmt.base64, self._max_reply)
-        return Response(200, json_body({"result": encoder.value(reply)}), [JSON_TYPE])
+        encoder = Encoder(fmt.base64, limit)
+        return Response(200, json_body({"result": encoder.value(reply)}, limit), [JSON_TYPE])
 
     def _items(self, replies: Sequence[Any], fmt: ReplyFormat) -> Response:
+        limit = self._max_reply
         if fmt.resp2:
-            return Response(200, b"".join(_resp2_item(r) for r in replies), [_RESP_TYPE])
+            return Response(200, resp2_body(replies, limit), [_RESP_TYPE])
         if fmt.typed:
-            typed = TypedEncoder(self._max_reply)
-            return Response(200, json_body([typed.value(r) for r in replies]), [JSON_TYPE])
-        encoder = Encoder(fmt.base64, self._max_reply)
-        return Response(200, json_body([encoder.item(r) for r in replies]), [JSON_TYPE])
+            typed = TypedEncoder(limit)
+            return Response(200, json_body([typed.value(r) for r in replies], limit),
+                            [JSON_TYPE])
+        encoder = Encoder(fmt.base64, limit)
+        return Response(200, json_body([encoder.item(r) for r in replies], limit),
+                        [JSON_TYPE])
 
     def _path_command(self, request: Request) -> list[bytes]:
         # The raw path keeps %2F inside a segment apart from the '/' between segments.
@@ -143,12 +149,6 @@ class ReplyFormat(NamedTuple):
 
 
 _TYPED_FORMATS = {b"typed-resp2": 2, b"typed-resp3": 3}
-
-
-def _resp2_item(reply: Any) -> bytes:
-    if isinstance(reply, GatewayError):
-        return b"-" + reply.message.encode() + b"\r\n"
-    return encode_resp2(reply)
 
 
 def _load_json(body: bytes) -> Any:
