@@ -270,3 +270,30 @@ async def test_a_budget_per_batch_and_the_connection_default(redis_server: Redis
         assert conn.alive
     finally:
         conn.close()
+
+
+async def test_a_long_reply_within_the_budget_arrives_whole(redis_server: RedisServer) -> None:
+    """Many chunks, hiredis consuming a partial array as it goes: the boundary is not
+    where has_data() first turns False (a reply once came back cut to one string)."""
+    conn = await connect(redis_server, reply_limit=64 << 20)
+    try:
+        items = [b"item-%06d" % i for i in range(130_000)]
+        await conn.send(b"DEL app:long\r\n", 1, timeout=5)
+        for start in range(0, len(items), 10_000):
+            batch = items[start:start + 10_000]
+            await conn.send(pack_command("RPUSH", "app:long", *batch), 1, timeout=30)
+        for _ in range(3):  # again, as chunks fall elsewhere each time
+            (reply,), (pong,) = await asyncio.gather(
+                conn.send(pack_command("LRANGE", "app:long", 0, -1), 1, timeout=60),
+                conn.send(b"PING\r\n", 1, timeout=60))
+            assert reply == items
+            assert pong == b"PONG"
+        assert conn.alive
+    finally:
+        conn.close()
+
+
+def pack_command(*args: str | bytes | int) -> bytes:
+    import hiredis
+
+    return hiredis.pack_command(args)  # type: ignore[arg-type]

@@ -245,6 +245,8 @@ class Executor:
         result = replies[-1]
         if isinstance(result, ReplyError):
             raise RedisCommandError(str(result))
+        if isinstance(result, GatewayError):  # it ran, but its reply cannot be carried
+            raise result
         if not isinstance(result, list):
             raise RedisCommandError("EXECABORT Transaction discarded")
         return result
