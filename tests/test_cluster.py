@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from redis_gateway.backends.slots import key_slot
 from redis_gateway.settings import load
-from redis_gateway.slots import key_slot
 
 from support import GatewayProcess, RedisCluster, RedisServer, command_calls
 

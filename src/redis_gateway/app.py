@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .auth import REDIS_TOKENS_KEY, TokenRecord, TokenStore
-from .backend import Backend, make_backend
+from .backends import Backend, make_backend
 from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable
 from .executor import Executor
 from .http import (

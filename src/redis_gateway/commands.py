@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .redis_types import pairs as _pairs
+from .redis_types import text as _text
+
 # Key-spec flags that mean the command reads, or writes, the key's value.
 READ_FLAGS = frozenset({"access"})
 WRITE_FLAGS = frozenset({"insert", "delete", "update"})
@@ -146,14 +149,6 @@ class CommandTable:
             return info
         sub = info.name + "|" + argv[1].decode("utf-8", "replace").lower()
         return info.subcommands.get(sub, info)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _pairs(flat: list[Any]) -> dict[str, Any]:
-    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
 
 
 def _parse_spec(flat: list[Any]) -> KeySpec:

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from hiredis import ReplyError
-
 from .auth import Principal
-from .backend import Argv, Backend
+from .backends import Backend
 from .commands import READ_FLAGS, WRITE_FLAGS, CommandInfo, CommandTable
 from .errors import BadRequest, Forbidden, GatewayError, LimitExceeded, RedisCommandError
+from .redis_types import Argv
+from .resp import ReplyError
 from .settings import LimitSettings
 
 # Commands that cannot work when each request may run on a connection shared with
