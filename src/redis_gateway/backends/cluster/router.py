@@ -4,10 +4,10 @@ A command goes to the primary of its keys' slot, or to one of that shard's repli
 for reads when ``read_from_replicas`` is on. A batch is split by node, sent to every
 node at once, and its replies are put back in the request's order; the commands for
 one node keep their order, and a keyless command that runs on every primary
-(``fanout.py``) waits for the commands before it. Replies that redirect are re-sent
-where they point (``redirect.py``): MOVED (the map is corrected) and ASK (ASKING, then
-the command, on the importing node). A command whose keys span slots gets Redis's
-CROSSSLOT, as without the gateway.
+(``fanout.py``) waits for the commands before it. A command whose keys span slots is
+split into one command per slot where that is exact (``multikey.py``). Replies that
+redirect are re-sent where they point (``redirect.py``): MOVED (the map is corrected)
+and ASK (ASKING, then the command, on the importing node).
 
 A transaction is never split: all its keys must share one slot (a clear 400 before
 anything runs), and it runs whole on that slot's primary.
@@ -27,6 +27,7 @@ from ...resp import ReplyError
 from ..node import Dispatch, Node, read_on_replica
 from ..slots import KEYLESS, SlotFinder, key_slot
 from .fanout import FanOut, fan_outs, merge
+from .multikey import Split, SplitBatch, split, splits
 from .redirect import parse_redirect
 from .slotmap import Shard, SlotMap
 from .tips import Tips
@@ -51,6 +52,7 @@ class Router:
         self._map = slotmap
         self._finder = finder
         self._fan_outs = fan_outs(tips)
+        self._splits = splits(tips, table)
 
     # batches ----------------------------------------------------------------------------
     async def run(self, commands: Sequence[Argv], dispatch: Dispatch, *,
@@ -58,11 +60,25 @@ class Router:
         """One reply per command, in order; a ``GatewayError`` for those that failed."""
         self._map.keep_fresh()
         slots = await self._finder.slots(commands)
-        results = await self._run_in_segments(commands, slots, dispatch, reads)
+        split_commands = {i: (how, parts) for i, argv in enumerate(commands)
+                          if (how := self._split_of(argv, slots[i])) is not None
+                          and (parts := split(argv, how)) is not None}
+        if split_commands:
+            batch = SplitBatch(commands, slots, split_commands)
+            results = batch.merge(await self._run_in_segments(batch.argvs, batch.slots,
+                                                              dispatch, reads))
+        else:
+            results = await self._run_in_segments(commands, slots, dispatch, reads)
         # Nothing ran anywhere: the request fails as a whole (503/504), as on one server.
         if results and all(isinstance(r, GatewayError) for r in results):
             raise results[0]
         return results
+
+    def _split_of(self, argv: Argv, slot: int) -> Split | None:
+        if slot == KEYLESS or self._finder.slot_now(argv) is not None:
+            return None  # no keys, or one key (the usual GET, SET, ...)
+        info = self._finder.lookup(argv)
+        return self._splits.get(info.name) if info is not None else None
 
     async def _run_in_segments(self, commands: Sequence[Argv], slots: list[int],
                                dispatch: Dispatch, reads: bool) -> list[Any]:
