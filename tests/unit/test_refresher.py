@@ -34,7 +34,7 @@ async def test_callers_during_a_refresh_share_it() -> None:
     target = Target()
     target.up = True
     target.gate.clear()
-    refresher = Refresher(target.reach, backoff=60, logger=LOG)
+    refresher = Refresher(target.reach, backoff=60, logger=LOG, recovered="up")
     callers = [asyncio.create_task(refresher.refresh()) for _ in range(5)]
     await asyncio.sleep(0)
     target.gate.set()
@@ -46,7 +46,7 @@ async def test_a_caller_that_gives_up_does_not_stop_the_refresh() -> None:
     target = Target()
     target.up = True
     target.gate.clear()
-    refresher = Refresher(target.reach, backoff=60, logger=LOG)
+    refresher = Refresher(target.reach, backoff=60, logger=LOG, recovered="up")
     impatient = asyncio.create_task(refresher.refresh())
     await asyncio.sleep(0)
     impatient.cancel()
@@ -59,7 +59,7 @@ async def test_a_caller_that_gives_up_does_not_stop_the_refresh() -> None:
 
 async def test_after_a_failure_callers_fail_fast_until_the_back_off_ends() -> None:
     target = Target()
-    refresher = Refresher(target.reach, backoff=60, logger=LOG)
+    refresher = Refresher(target.reach, backoff=60, logger=LOG, recovered="up")
     with pytest.raises(RedisUnavailable, match="attempt 1"):
         await refresher.refresh()
     for _ in range(3):  # no attempt of their own: the last failure's reason, at once
@@ -68,7 +68,7 @@ async def test_after_a_failure_callers_fail_fast_until_the_back_off_ends() -> No
         with pytest.raises(RedisUnavailable, match="attempt 1"):
             await refresher.attempt(target.reach)
     assert target.attempts == 1
-    no_back_off = Refresher(target.reach, backoff=0, logger=LOG)
+    no_back_off = Refresher(target.reach, backoff=0, logger=LOG, recovered="up")
     for _ in range(2):
         with pytest.raises(RedisUnavailable):
             await no_back_off.refresh()
@@ -77,13 +77,13 @@ async def test_after_a_failure_callers_fail_fast_until_the_back_off_ends() -> No
 
 async def test_background_refreshes_are_spaced_but_not_stopped_by_the_back_off() -> None:
     target = Target()
-    spaced = Refresher(target.reach, backoff=60, logger=LOG, interval=60)
+    spaced = Refresher(target.reach, backoff=60, logger=LOG, recovered="up", interval=60)
     with pytest.raises(RedisUnavailable):
         await spaced.refresh()
     spaced.refresh_soon()  # within the interval of the last start: nothing
     await asyncio.sleep(0)
     assert target.attempts == 1
-    eager = Refresher(target.reach, backoff=60, logger=LOG)
+    eager = Refresher(target.reach, backoff=60, logger=LOG, recovered="up")
     with pytest.raises(RedisUnavailable):
         await eager.refresh()
     target.up = True
@@ -116,7 +116,7 @@ async def test_an_unexpected_error_in_the_background_is_logged(
     async def broken() -> None:
         raise ValueError("a reply of an unexpected shape")
 
-    refresher = Refresher(broken, backoff=0, logger=LOG)
+    refresher = Refresher(broken, backoff=0, logger=LOG, recovered="up")
     with caplog.at_level(logging.INFO, logger=LOG.name):
         refresher.refresh_soon()
         for _ in range(3):

@@ -76,8 +76,9 @@ class ConnectionGroup:
         self._idle: dict[int | None, list[Connection]] = {None: [], 2: [], 3: []}
         self._reserved = asyncio.Semaphore(max_reserved)
         self._max_reserved = max_reserved
-        self._reconnect = Refresher(self._reconnect_shared, backoff=limits.reconnect_backoff,
-                                    logger=log)
+        self._reconnect = Refresher(
+            self._reconnect_shared, backoff=limits.reconnect_backoff, logger=log,
+            recovered=f"Redis at {address.display()} answers again")
 
     def run(self, commands: Sequence[Argv], *, exact: int | None = None
             ) -> Awaitable[list[Any]]:
@@ -144,7 +145,8 @@ class ConnectionGroup:
         for i, conn in enumerate(self._shared):
             if conn is None or not conn.alive:
                 self._shared[i] = await self._open()
-                if conn is not None:
+                if conn is not None and not self._reconnect.failure:
+                    # Lost, and back at the first try: no outage for the refresher to log.
                     log.info("reconnected to Redis at %s (%s)", self.address.display(),
                              conn.lost_reason)
 

@@ -30,7 +30,7 @@ class Refresher:
 
     def __init__(
         self, action: Callable[[], Awaitable[None]], *, backoff: float, logger: logging.Logger,
-        label: str = "", recovered: str = "working again", interval: float = 0.0,
+        recovered: str, label: str = "", interval: float = 0.0,
     ) -> None:
         """``label`` prefixes the log lines (failure messages that name their server need
         none); ``recovered`` is logged when an attempt works after a failure; ``interval``
@@ -42,14 +42,9 @@ class Refresher:
         self._recovered = recovered
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
-        self._started_at = -math.inf
+        self.started_at = -math.inf  # when the last refresh began (``time.monotonic()``)
         self._failed_at = -math.inf
         self.failure = ""  # why the last attempt failed; "" once one works
-
-    @property
-    def last_started(self) -> float:
-        """When the last refresh started (``time.monotonic()``)."""
-        return self._started_at
 
     async def refresh(self) -> None:
         """Wait for a refresh: the one under way, else a new one."""
@@ -64,7 +59,7 @@ class Refresher:
     def refresh_soon(self) -> None:
         """Refresh in the background, unless one is under way or began within ``interval``."""
         if (self._task is None or self._task.done()) and \
-                time.monotonic() - self._started_at >= self._interval:
+                time.monotonic() - self.started_at >= self._interval:
             self._start()
 
     async def attempt(self, action: Callable[[], Awaitable[T]]) -> T:
@@ -78,7 +73,7 @@ class Refresher:
             raise RedisUnavailable(self.failure)
 
     def _start(self) -> asyncio.Task[None]:
-        self._started_at = time.monotonic()
+        self.started_at = time.monotonic()
         task = self._task = asyncio.create_task(self._watched(self._action))
         task.add_done_callback(self._collect)
         return task

@@ -97,7 +97,7 @@ class ClusterBackend:
         slot = self._finder.slot_now(commands[0])
         if slot is None or (self._replica_reads and self._finder.is_read(commands[0])):
             return None
-        shard = self._map.shard(slot)
+        shard = self._map.by_slot[slot]
         if shard is None:
             return None
         self._map.keep_fresh()

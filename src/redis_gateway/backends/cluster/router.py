@@ -53,6 +53,9 @@ class Router:
         self._finder = finder
         self._fan_outs = fan_outs(tips)
         self._splits = splits(tips, table)
+        # Their names as clients may send them, checked before any lookup: a batch of
+        # GETs pays one set lookup per command for the splitting it does not need.
+        self._split_names = {name.partition("|")[0].encode() for name in self._splits}
 
     # batches ----------------------------------------------------------------------------
     async def run(self, commands: Sequence[Argv], dispatch: Dispatch, *,
@@ -60,8 +63,10 @@ class Router:
         """One reply per command, in order; a ``GatewayError`` for those that failed."""
         self._map.keep_fresh()
         slots = await self._finder.slots(commands)
+        names = self._split_names
         split_commands = {i: (how, parts) for i, argv in enumerate(commands)
-                          if (how := self._split_of(argv, slots[i])) is not None
+                          if argv and argv[0].lower() in names
+                          and (how := self._split_of(argv, slots[i])) is not None
                           and (parts := split(argv, how)) is not None}
         if split_commands:
             batch = SplitBatch(commands, slots, split_commands)
@@ -75,8 +80,8 @@ class Router:
         return results
 
     def _split_of(self, argv: Argv, slot: int) -> Split | None:
-        if slot == KEYLESS or self._finder.slot_now(argv) is not None:
-            return None  # no keys, or one key (the usual GET, SET, ...)
+        if slot == KEYLESS:
+            return None
         info = self._finder.lookup(argv)
         return self._splits.get(info.name) if info is not None else None
 
@@ -121,7 +126,7 @@ class Router:
                 if slot == KEYLESS:
                     anywhere = shard = anywhere or random.choice(self._map.shards)
                 else:
-                    shard = self._map.shard(slot)
+                    shard = self._map.by_slot[slot]
                 if shard is None:
                     self._map.stale()
                     results[i] = RedisUnavailable(
@@ -145,9 +150,11 @@ class Router:
                     continue
                 for i, reply in zip(items, replies, strict=True):
                     results[i] = reply
-                    if isinstance(reply, ReplyError) and self._follow(reply, node, i, ask_to):
+                    if not isinstance(reply, ReplyError):
+                        continue
+                    if self._follow(reply, node, i, ask_to):
                         pending.append(i)  # not run: send it again where it points
-                    elif isinstance(reply, ReplyError) and str(reply).startswith(UNAVAILABLE):
+                    elif str(reply).startswith(UNAVAILABLE):
                         self._map.stale()
                         results[i] = RedisUnavailable(
                             f"Redis Cluster cannot serve this command now ({reply}); "
@@ -253,7 +260,7 @@ class Router:
                     slot, first = key_in, key
                 elif key_in != slot:
                     raise BadRequest(_cross_slot_transaction(first, slot, key, key_in))
-        shard = random.choice(self._map.shards) if slot == KEYLESS else self._map.shard(slot)
+        shard = random.choice(self._map.shards) if slot == KEYLESS else self._map.by_slot[slot]
         if shard is None:
             self._map.stale()
             raise RedisUnavailable(f"no Redis Cluster node serves hash slot {slot} now; "

@@ -58,7 +58,8 @@ class SlotMap:
         seeds = [self.nodes.template, *(Address.parse(url) for url in settings.seeds)]
         self._seeds = [self._seed_nodes.at((a.host, a.port)) for a in seeds]
         self.shards: list[Shard] = []  # by first slot: SCAN cursors count on the order
-        self._slots: list[Shard | None] = [None] * SLOTS
+        # The shard of each slot: read (never changed) by the router, on every command.
+        self.by_slot: list[Shard | None] = [None] * SLOTS
         self._by_primary: dict[Endpoint, Shard] = {}
         self._layout: list[ShardLayout] = []
         self._retiring: set[asyncio.Task[None]] = set()
@@ -72,9 +73,6 @@ class SlotMap:
         """Why the map could not be read last time, or ""."""
         return self._refresher.failure
 
-    def shard(self, slot: int) -> Shard | None:
-        return self._slots[slot]
-
     async def ready(self) -> None:
         """Read the map if there is none yet; fails at once while a recent read failed."""
         if not self.shards:
@@ -85,7 +83,7 @@ class SlotMap:
         self._refresher.refresh_soon()
 
     def keep_fresh(self) -> None:
-        if time.monotonic() - self._refresher.last_started > MAP_MAX_AGE:
+        if time.monotonic() - self._refresher.started_at > MAP_MAX_AGE:
             self.stale()
 
     def moved(self, slot: int, endpoint: Endpoint) -> None:
@@ -93,7 +91,7 @@ class SlotMap:
         shard = self._by_primary.get(endpoint)
         if shard is None:
             shard = self._by_primary[endpoint] = Shard(self.nodes.at(endpoint), [])
-        self._slots[slot] = shard
+        self.by_slot[slot] = shard
         self.stale()
 
     # reading the map -------------------------------------------------------------------
@@ -146,7 +144,7 @@ class SlotMap:
             for start, end in described.ranges:
                 slots[start : end + 1] = [shard] * (end - start + 1)
             shards.append(shard)
-        self._slots, self.shards = slots, shards
+        self.by_slot, self.shards = slots, shards
         self._by_primary = {s.primary.endpoint: s for s in shards}
         if layout != self._layout:
             log.info("backend '%s': %d shards: %s", self._name, len(shards), ", ".join(
