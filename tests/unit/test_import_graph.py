@@ -8,6 +8,7 @@ that cannot be understood, or changed, one without the other.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -20,13 +21,15 @@ def module_name(path: Path) -> str:
 
 
 @cache
-def import_graph() -> dict[str, set[str]]:
-    """Each module of the package and the package modules it imports."""
+def import_graph(at_import: bool = False) -> dict[str, set[str]]:
+    """Each module of the package and the package modules it imports; ``at_import``:
+    only those imported when it is (not inside functions, not for type checking)."""
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {name: set() for name in paths}
     for name, path in paths.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in (_run_at_import(tree) if at_import else ast.walk(tree)):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -39,6 +42,27 @@ def import_graph() -> dict[str, set[str]]:
                 continue
             graph[name] |= {t for t in targets if t in paths and t != name}
     return graph
+
+
+def _run_at_import(node: ast.AST) -> Iterator[ast.AST]:
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            yield from (n for s in child.orelse for n in [s, *_run_at_import(s)])
+            continue
+        yield child
+        yield from _run_at_import(child)
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += graph[name]
+    return seen
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -82,3 +106,15 @@ def test_a_cycle_is_found_with_its_path() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_a_standalone_gateway_loads_no_topology() -> None:
+    """Importing the app (a Lambda's cold start) loads the standalone backend only: the
+    topologies are imported when one is configured."""
+    loaded = reachable(import_graph(at_import=True), "redis_gateway.app")
+    assert "redis_gateway.backends.node" in loaded
+    topologies = {m for m in import_graph() if m.startswith(("redis_gateway.backends.cluster",
+                                                             "redis_gateway.backends.replicas",
+                                                             "redis_gateway.backends.sentinel"))}
+    assert len(topologies) > 5 and not loaded & topologies
+    assert "redis_gateway.graphql.endpoint" not in loaded  # built at the first GraphQL request
