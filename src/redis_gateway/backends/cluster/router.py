@@ -53,8 +53,8 @@ class Router:
         self._finder = finder
         self._fan_outs = fan_outs(tips)
         self._splits = splits(tips, table)
-        # Their names as clients may send them, checked before any lookup: a batch of
-        # GETs pays one set lookup per command for the splitting it does not need.
+        # Their names in lower case, checked before any lookup: a batch of GETs pays one
+        # lower() and one set lookup per command for the splitting it does not need.
         self._split_names = {name.partition("|")[0].encode() for name in self._splits}
 
     # batches ----------------------------------------------------------------------------
