@@ -253,8 +253,9 @@ async def command_listing(node: Node) -> list[Any]:
 
 
 class Nodes:
-    """The data nodes of one deployment, by endpoint, made on first use: reached with the
-    backend URL's scheme, credentials and database, and the backend's TLS files."""
+    """The data nodes of one deployment: those configured by URL, and those a topology
+    reports (by endpoint, made on first use). The one place nodes are made: each reached
+    with the backend URL's scheme, credentials and database, and its TLS files."""
 
     def __init__(self, settings: BackendSettings, limits: LimitSettings, *,
                  readonly: bool = False) -> None:

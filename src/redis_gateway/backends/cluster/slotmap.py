@@ -58,7 +58,8 @@ class SlotMap:
         seeds = [self.nodes.template, *(Address.parse(url) for url in settings.seeds)]
         self._seeds = [self._seed_nodes.at((a.host, a.port)) for a in seeds]
         self.shards: list[Shard] = []  # by first slot: SCAN cursors count on the order
-        # The shard of each slot: read (never changed) by the router, on every command.
+        # The shard of each slot, read by the router for every command; only this class
+        # changes it.
         self.by_slot: list[Shard | None] = [None] * SLOTS
         self._by_primary: dict[Endpoint, Shard] = {}
         self._layout: list[ShardLayout] = []
@@ -83,6 +84,7 @@ class SlotMap:
         self._refresher.refresh_soon()
 
     def keep_fresh(self) -> None:
+        """Re-read the map in the background once it is ``MAP_MAX_AGE`` old."""
         if time.monotonic() - self._refresher.started_at > MAP_MAX_AGE:
             self.stale()
 
