@@ -53,7 +53,7 @@ from run import (
 )
 
 from redis_gateway.auth import hash_token, new_token
-from redis_gateway.slots import SLOTS
+from redis_gateway.backends.slots import SLOTS
 
 KEYS = 10_000
 PIPELINE = 100

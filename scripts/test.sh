@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need, then runs the linters and the whole test suite.
-# Usage: scripts/test.sh [pytest arguments]
+# Installs what the tests need, then runs the linters and the whole test suite: the
+# fast unit layer (tests/unit, pure, seconds) first, then the tests with real servers.
+# Usage: scripts/test.sh [pytest options, e.g. -x or -k name; they apply to both runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,4 +49,6 @@ fi
 
 .venv/bin/ruff check .
 .venv/bin/mypy
-exec .venv/bin/pytest -q "$@"
+# A -k that selects nothing among the unit tests (pytest's exit 5) is not a failure.
+.venv/bin/pytest -q tests/unit "$@" || [ $? -eq 5 ]
+exec .venv/bin/pytest -q --ignore=tests/unit "$@"

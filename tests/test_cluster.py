@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from redis_gateway.backends.slots import key_slot
 from redis_gateway.settings import load
-from redis_gateway.slots import key_slot
 
 from support import GatewayProcess, RedisCluster, RedisServer, command_calls
 
@@ -92,14 +92,9 @@ def test_each_key_lands_on_the_primary_of_its_slot(http: httpx.Client,
         {p.port for p in cluster.primaries()}
 
 
-def test_keys_in_different_slots_get_the_crossslot_error(http: httpx.Client) -> None:
-    for cmd in (["MGET", "a", "b"], ["DEL", "a", "b"], ["MSET", "a", "1", "b", "2"],
-                ["EVAL", "return 1", "2", "a", "b"], ["SUNIONSTORE", "a", "b", "c"]):
-        response = run(http, *cmd)
-        assert response.status_code == 400, cmd
-        assert response.json() == {"error": "CROSSSLOT Keys in request don't hash to the "
-                                            "same slot"}
-    # One hash tag, one slot: multi-key commands work.
+def test_keys_sharing_a_hash_tag_run_as_one_command(http: httpx.Client) -> None:
+    # Across slots: test_cluster_multikey.py.
+    assert result(http, "SUNIONSTORE", "{acct}:u", "{acct}:s1", "{acct}:s2") == 0
     assert result(http, "MSET", "{acct}:a", "1", "{acct}:b", "2") == "OK"
     assert result(http, "MGET", "{acct}:a", "{acct}:b", "{acct}:none") == ["1", "2", None]
     assert result(http, "DEL", "{acct}:a", "{acct}:b") == 2

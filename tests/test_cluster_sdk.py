@@ -1,20 +1,19 @@
 """The Upstash SDK tests, unchanged, against a gateway in front of a Redis Cluster.
 
 Every ``test_*`` of ``test_sdk_python`` runs here with this module's ``gateway`` (a
-3-primary/3-replica cluster) and a ``prefix`` with a hash tag, so that the commands
-that take several keys (MGET, DEL) find them in one slot, as Redis Cluster requires.
-The JS SDK test runs unchanged: its key prefix carries a hash tag.
+3-primary/3-replica cluster) and its own key prefixes, without a hash tag: the commands
+that take several keys (MGET, DEL) are split by slot (``test_cluster_multikey.py``), and
+each transaction's keys share one slot. The JS SDK test runs unchanged.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import test_sdk_js
 import test_sdk_python
-from test_sdk_python import redis  # noqa: F401 - the SDK client fixture, on this gateway
+from test_sdk_python import prefix, redis  # noqa: F401 - their fixtures, on this gateway
 
 from support import GatewayProcess, RedisCluster
 
@@ -31,14 +30,9 @@ def gateway(cluster: RedisCluster) -> Iterator[GatewayProcess]:
     g.stop()
 
 
-@pytest.fixture
-def prefix() -> str:
-    return f"py:{{{uuid.uuid4().hex[:8]}}}:"
-
-
 def test_keys_of_the_sdk_tests_spread_over_the_cluster(gateway: GatewayProcess,
                                                        cluster: RedisCluster) -> None:
-    """The prefixes above are random: over a few tests, several shards serve them."""
+    """The keys of the tests above spread over several shards."""
     with gateway.client() as c:
         assert c.post("/", json=["DBSIZE"]).json()["result"] > 0
     sizes = [cluster.command(p, "DBSIZE") for p in cluster.primaries()]

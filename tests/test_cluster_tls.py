@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from test_backend_security import certs  # noqa: F401 - the CA and certificates fixture
 
-from redis_gateway.slots import key_slot
+from redis_gateway.backends.slots import key_slot
 
 from support import GatewayProcess, RedisCluster
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from redis_gateway.backend import StandaloneBackend
+from redis_gateway.backends.node import StandaloneBackend
 from redis_gateway.commands import CommandTable
 from redis_gateway.policy import RuleError, parse
 from redis_gateway.settings import BackendSettings, LimitSettings

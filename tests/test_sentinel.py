@@ -222,7 +222,7 @@ def test_unknown_master_name_is_a_503_that_says_so(sentinels: SentinelGroup) -> 
 
 
 def test_master_name_keeps_its_case() -> None:
-    from redis_gateway.sentinel import SentinelBackend
+    from redis_gateway.backends.sentinel import SentinelBackend
     from redis_gateway.settings import BackendSettings, LimitSettings
 
     settings = BackendSettings(url="redis://user:pw@MyMaster/2", topology="sentinel",

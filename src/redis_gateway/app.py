@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .admission import GCRA_SCRIPT, Admission
 from .auth import REDIS_TOKENS_KEY, RESERVED_PREFIX, TokenRecord, TokenStore, revocation_field
-from .backend import Backend, make_backend
+from .backends import Backend, make_backend
 from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable, TooManyRequests
 from .executor import Executor
 from .http import (

@@ -24,8 +24,8 @@ from .errors import BadRequest, Forbidden
 from .placement import ALLOWED_IN_TRANSACTION, Placement, Where, placement
 from .policy import Policy
 from .redis_args import c_string, keyword, parse_long_double, parse_long_long
+from .redis_types import Argv
 
-Argv = Sequence[bytes]
 Keys = list[tuple[bytes, frozenset[str]]]
 # Asks the server for a command's keys and their flags (COMMAND GETKEYSANDFLAGS).
 AskKeys = Callable[[Argv], Awaitable[Keys]]

@@ -283,7 +283,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 async def _redis_call(settings: settings_mod.Settings, argv: list[bytes]) -> Any:
-    from .backend import make_backend
+    from .backends import make_backend
 
     backend = make_backend("default", settings.backends["default"], settings.limits)
     try:

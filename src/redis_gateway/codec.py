@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
-from hiredis import ReplyError
 
 from .errors import GatewayError, LimitExceeded
 from .resp import (
@@ -34,6 +33,7 @@ from .resp import (
     Double,
     Map,
     Push,
+    ReplyError,
     Set,
     Status,
     Verbatim,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .redis_args import keyword, parse_long_long
+from .redis_types import pairs, text
 
 # Key-spec flags that mean the command reads, or writes, the key's value.
 READ_FLAGS = frozenset({"access"})
@@ -176,22 +177,14 @@ class CommandTable:
         return info.subcommands.get(info.name + "|" + sub.lower().decode("latin-1"))
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _pairs(flat: list[Any]) -> dict[str, Any]:
-    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
-
-
 def _parse_spec(flat: list[Any]) -> KeySpec:
-    spec = _pairs(flat)
-    begin = _pairs(spec.get("begin_search", []))
-    find = _pairs(spec.get("find_keys", []))
-    begin_args = _pairs(begin.get("spec", []) or [])
-    find_args = _pairs(find.get("spec", []) or [])
-    begin_type = _text(begin.get("type", b"unknown"))
-    find_type = _text(find.get("type", b"unknown"))
+    spec = pairs(flat)
+    begin = pairs(spec.get("begin_search", []))
+    find = pairs(spec.get("find_keys", []))
+    begin_args = pairs(begin.get("spec", []) or [])
+    find_args = pairs(find.get("spec", []) or [])
+    begin_type = text(begin.get("type", b"unknown"))
+    find_type = text(find.get("type", b"unknown"))
     if begin_type == "index":
         begin_t: tuple[Any, ...] = ("index", int(begin_args["index"]))
     elif begin_type == "keyword":
@@ -210,13 +203,13 @@ def _parse_spec(flat: list[Any]) -> KeySpec:
         )
     else:
         find_t = ("unknown",)
-    flags = frozenset(_text(f).lower() for f in spec.get("flags", []))
+    flags = frozenset(text(f).lower() for f in spec.get("flags", []))
     return KeySpec(flags, begin_t, find_t)
 
 
 def _parse_entry(entry: list[Any]) -> CommandInfo:
-    name = _text(entry[0]).lower()
-    categories = frozenset(_text(c).lstrip("@").lower() for c in entry[6]) if len(entry) > 6 \
+    name = text(entry[0]).lower()
+    categories = frozenset(text(c).lstrip("@").lower() for c in entry[6]) if len(entry) > 6 \
         else frozenset()
     specs = tuple(_parse_spec(s) for s in entry[8]) if len(entry) > 8 else ()
     subs = {}
@@ -227,7 +220,7 @@ def _parse_entry(entry: list[Any]) -> CommandInfo:
     return CommandInfo(
         name=name,
         arity=int(entry[1]),
-        flags=frozenset(_text(f).lower() for f in entry[2]),
+        flags=frozenset(text(f).lower() for f in entry[2]),
         categories=categories,
         first=int(entry[3]),
         last=int(entry[4]),

@@ -12,11 +12,10 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
-from hiredis import ReplyError
-
 from .admission import Admission
 from .auth import Principal
-from .backend import Argv, Backend, backend_address
+from .backends import Backend
+from .backends.node import backend_address
 from .checks import Keys, Prepared, Scope, both_ways, check, check_keys
 from .commands import CommandInfo, CommandTable
 from .errors import (
@@ -28,6 +27,8 @@ from .errors import (
     RedisUnavailable,
 )
 from .placement import Where
+from .redis_types import Argv
+from .resp import ReplyError
 from .settings import Settings
 
 log = logging.getLogger("redis_gateway.executor")
@@ -110,12 +111,12 @@ class Executor:
         Redis runs one script at a time and answers BUSY to everyone meanwhile: a script
         that loops would stall every client until someone ran SCRIPT KILL by hand.
         """
+        kills = {_SCRIPT_KILLS[p.info.name] for p in prepared if p.info.name in _SCRIPT_KILLS}
+        if not kills:
+            return await call
         try:
             return await call
         except CommandTimeout as exc:
-            kills = {_SCRIPT_KILLS[p.info.name] for p in prepared if p.info.name in _SCRIPT_KILLS}
-            if not kills:
-                raise
             outcome = [await self._stop_script(principal, kill) for kill in sorted(kills)]
             raise CommandTimeout(f"{exc.message}; {'; '.join(outcome)}") from None
 
@@ -160,6 +161,7 @@ class Executor:
         backend = self.backend_for(principal)
         prepared = await self.prepare(principal, self.scope(principal, read_only=read_only),
                                       argv, await backend.command_table())
+        call: Awaitable[list[Any]]
         if prepared.where.where is Where.RESERVED:
             call = self._run_reserved(
                 principal, [prepared.argv], timeout=self._block_timeout,
@@ -167,7 +169,9 @@ class Executor:
             )
         else:
             call = backend.run([prepared.argv], exact=exact)
-        (reply,) = await self._watched(principal, [prepared], call)
+        if prepared.info.name in _SCRIPT_KILLS:
+            call = self._watched(principal, [prepared], call)
+        (reply,) = await call
         if isinstance(reply, ReplyError) and str(reply).startswith(_BUSY):
             raise RedisUnavailable(_busy(reply))
         return reply
@@ -199,6 +203,7 @@ class Executor:
         if runnable:
             argvs = [p.argv for _, p in runnable]
             alone = [p.where for _, p in runnable if p.where.where is Where.RESERVED]
+            call: Awaitable[list[Any]]
             if alone:
                 call = self._run_reserved(
                     principal, argvs, timeout=self._block_timeout,

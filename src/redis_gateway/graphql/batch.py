@@ -12,11 +12,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from hiredis import ReplyError
-
 from ..auth import Principal
 from ..errors import GatewayError, LimitExceeded, RedisCommandError
 from ..executor import Executor
+from ..resp import ReplyError
 
 
 class Batch:

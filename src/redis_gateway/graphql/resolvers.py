@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hiredis import ReplyError
-
 from ..auth import Principal
 from ..codec import Encoder
 from ..errors import BadRequest, GatewayError, LimitExceeded
 from ..executor import Executor
+from ..resp import ReplyError
 from .batch import Batch
 from .counting import holds_more_than
 

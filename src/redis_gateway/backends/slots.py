@@ -1,4 +1,6 @@
-"""Redis Cluster hash slots: which of the 16384 slots a key, and a command, lives in.
+"""Hash slots: which of the 16384 slots a key, and a command, lives in.
+
+Redis Cluster routes by them; the replicas topology picks a command's replica by them.
 
 Keys are found from the live server's command table (``commands.py``), like the
 policy check does, so a newer Redis's or a module's commands route correctly. The
@@ -12,12 +14,11 @@ from __future__ import annotations
 from binascii import crc_hqx
 from collections.abc import Awaitable, Callable, Sequence
 
-from .commands import CommandInfo, CommandTable
+from ..commands import CommandInfo, CommandTable
+from ..redis_types import Argv
 
 SLOTS = 16384
 KEYLESS = -1  # the slot of a command without keys: any node can run it
-
-Argv = Sequence[bytes]
 # Asks a server for a command's keys (COMMAND GETKEYS), for the commands whose keys
 # only the server can find (SORT ... STORE, a module's commands).
 AskKeys = Callable[[Argv], Awaitable[list[bytes]]]
@@ -49,6 +50,11 @@ class SlotFinder:
     def is_read(self, argv: Argv) -> bool:
         info = self.lookup(argv)
         return info is not None and "readonly" in info.flags
+
+    def reads_only(self, commands: Sequence[Argv]) -> bool:
+        """Whether every command has the server's ``readonly`` flag: a batch a replica may
+        run (a batch that writes, then reads, must see its own write)."""
+        return all(self.is_read(argv) for argv in commands)
 
     def slot_now(self, argv: Argv) -> int | None:
         """The slot of a command with one key at a fixed place, known without awaiting

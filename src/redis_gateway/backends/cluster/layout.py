@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .commands import _pairs, _text
-
-Endpoint = tuple[str, int]  # (host, port)
+from ...redis_types import pairs, text
+from ..node import Endpoint
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ def parse_shards(reply: Sequence[Any], *, tls: bool, asked_host: str) -> list[Sh
     """``CLUSTER SHARDS``: shards without slots (a primary just added) are left out."""
     layouts = []
     for shard in reply:
-        fields = _pairs(shard)
+        fields = pairs(shard)
         bounds = [int(b) for b in fields.get("slots", [])]
         ranges = tuple(zip(bounds[::2], bounds[1::2], strict=True))
         if not ranges:
@@ -39,13 +38,13 @@ def parse_shards(reply: Sequence[Any], *, tls: bool, asked_host: str) -> list[Sh
         primary: Endpoint | None = None
         replicas: list[Endpoint] = []
         for node in fields.get("nodes", []):
-            info = _pairs(node)
+            info = pairs(node)
             endpoint = _endpoint(info, tls=tls, asked_host=asked_host)
             if endpoint is None:
                 continue
-            if _text(info.get("role", b"")) == "master":
+            if text(info.get("role", b"")) == "master":
                 primary = endpoint
-            elif _text(info.get("health", b"online")) == "online":
+            elif text(info.get("health", b"online")) == "online":
                 replicas.append(endpoint)
         if primary is not None:
             layouts.append(ShardLayout(ranges, primary, tuple(replicas)))
@@ -73,14 +72,14 @@ def _endpoint(info: dict[str, Any], *, tls: bool, asked_host: str) -> Endpoint |
     port = port if port is not None else info.get("port")
     if port is None:
         return None
-    endpoint = _text(info.get("endpoint", b""))
+    endpoint = text(info.get("endpoint", b""))
     if endpoint in ("", "?"):
-        endpoint = _text(info.get("ip", b""))
+        endpoint = text(info.get("ip", b""))
     return _host(endpoint, asked_host), int(port)
 
 
 def _host(value: Any, asked_host: str) -> str:
     # An empty or "?" endpoint means "the node you asked" (cluster-preferred-endpoint-type
     # unknown-endpoint, or a node behind NAT that does not know its own address).
-    host = _text(value)
+    host = text(value)
     return asked_host if host in ("", "?") else host

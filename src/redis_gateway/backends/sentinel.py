@@ -20,21 +20,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
-import time
 from urllib.parse import unquote, urlsplit
 
-from hiredis import ReplyError
-
-from .backend import StandaloneBackend, backend_address
-from .commands import _pairs, _text
-from .connection import Address
-from .errors import GatewayError, RedisUnavailable
+from ..connection import Address
+from ..errors import GatewayError, RedisUnavailable
+from ..redis_types import pairs, text
+from ..resp import ReplyError
+from ..settings import BackendSettings, LimitSettings
+from .node import Endpoint, Node, Nodes
+from .refresher import Refresher
 from .replicas import ReplicaBackend
-from .settings import BackendSettings, LimitSettings
-from .slotmap import Endpoint
 
-log = logging.getLogger("redis_gateway.sentinel")
+log = logging.getLogger("redis_gateway.backends.sentinel")
 
 REDISCOVER_INTERVAL = 0.1
 # A manual failover (SENTINEL FAILOVER) does not stop the old primary: what it takes
@@ -61,19 +58,18 @@ class SentinelBackend(ReplicaBackend):
     unavailable_errors = ("LOADING ", "READONLY ", "MASTERDOWN ")
 
     def __init__(self, name: str, settings: BackendSettings, limits: LimitSettings) -> None:
-        super().__init__(name, settings, limits, primary=None, replicas=[])
-        self._template = backend_address(settings)
+        super().__init__(name, settings, Nodes(settings, limits), primary=None, replicas=[])
+        self._limits = limits
         # The host part as written: master names are case-sensitive, hostnames are not.
         self.master = unquote(urlsplit(settings.url).netloc.rpartition("@")[2])
-        self._sentinels = [
-            StandaloneBackend(f"{name} sentinel {i + 1}", settings, limits,
-                              address=Address.parse(url))
-            for i, url in enumerate(settings.sentinels)
-        ]
-        self._nodes: dict[Endpoint, StandaloneBackend] = {}
-        self._discovery: asyncio.Task[None] | None = None
-        self._discovered_at = -math.inf
-        self._discovery_error = ""
+        # Each Sentinel with the credentials of its own URL.
+        self._sentinels = [Node(Address.parse(url), settings, limits)
+                           for url in settings.sentinels]
+        # Many requests fail at once when the primary goes: one discovery serves them.
+        self._discovery = Refresher(
+            self._discover, backoff=limits.reconnect_backoff, logger=log,
+            label=f"backend '{name}'", recovered="the Sentinels name the primary again",
+            interval=REDISCOVER_INTERVAL)
         self._watch: asyncio.Task[None] | None = None
 
     @property
@@ -81,39 +77,24 @@ class SentinelBackend(ReplicaBackend):
         return f"Sentinel master '{self.master}': {super().label}"
 
     # discovery ------------------------------------------------------------------------
-    async def _current_primary(self) -> StandaloneBackend:
+    async def _current_primary(self) -> Node:
         if self._watch is None:
             self._watch = asyncio.create_task(self._watch_sentinels())
         if self._primary is None:
-            if self._discovery_error and \
-                    time.monotonic() - self._discovered_at < self._limits.reconnect_backoff:
-                raise RedisUnavailable(self._discovery_error)  # fail fast, as a node does
-            await self._discover_now()
+            await self._discovery.refresh()
         if self._primary is None:
-            raise RedisUnavailable(self._discovery_error)
+            raise RedisUnavailable(self._discovery.failure or "no primary known yet")
         return self._primary
 
     def _primary_trouble(self) -> None:
-        # Many requests fail at once when the primary goes: one discovery serves them.
-        if (self._discovery is None or self._discovery.done()) and \
-                time.monotonic() - self._discovered_at >= REDISCOVER_INTERVAL:
-            self._discovery = asyncio.create_task(self._discover())
-
-    async def _discover_now(self) -> None:
-        if self._discovery is None or self._discovery.done():
-            self._discovery = asyncio.create_task(self._discover())
-        await asyncio.shield(self._discovery)
+        self._discovery.refresh_soon()
 
     async def _watch_sentinels(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            try:
-                await self._discover_now()
-            except Exception:  # e.g. a reply of an unexpected shape: keep watching
-                log.exception("backend '%s': asking the Sentinels failed", self.name)
+            self._discovery.refresh_soon()
 
     async def _discover(self) -> None:
-        self._discovered_at = time.monotonic()
         answers = await asyncio.gather(*(self._ask(s) for s in self._sentinels))
         views = [a for a in answers if isinstance(a, _View)]
         failures = [a for a in answers if isinstance(a, str)]
@@ -121,22 +102,18 @@ class SentinelBackend(ReplicaBackend):
         # one that ran it. The newest view wins: the highest configuration epoch, then the
         # Sentinel running a failover (it names the promoted replica before the epoch
         # moves), then the primary in use (no switching back and forth on a tie).
-        current = next((e for e, n in self._nodes.items() if n is self._primary), None)
+        current = self._primary.endpoint if self._primary is not None else None
         if views:
             best = max(views, key=lambda v: (v.epoch, v.failing_over, v.primary == current))
             if best.primary == current or not await self._demoted(best.primary):
                 self._switch(best.primary, best.replicas)
-                self._discovery_error = ""
                 return
             failures.append(f"the Sentinels name {best.primary[0]}:{best.primary[1]} as the "
                             "primary, but it says it is a replica (failover under way?)")
-        error = (f"no Sentinel could say where the primary of '{self.master}' is: "
-                 + "; ".join(failures))
-        if error != self._discovery_error:  # once per outage, not once per attempt
-            log.warning("backend '%s': %s", self.name, error)
-        self._discovery_error = error
+        raise RedisUnavailable(f"no Sentinel could say where the primary of '{self.master}' "
+                               "is: " + "; ".join(failures))
 
-    async def _ask(self, sentinel: StandaloneBackend) -> _View | str:
+    async def _ask(self, sentinel: Node) -> _View | str:
         """One Sentinel's view, or why it has none. One round trip."""
         name = self.master.encode()
         commands = [[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name],
@@ -153,15 +130,15 @@ class SentinelBackend(ReplicaBackend):
         if not isinstance(addr, list) or len(addr) != 2 or not isinstance(master, list):
             why = addr if isinstance(addr, ReplyError) else "no master by that name"
             return f"{sentinel.label} does not know '{self.master}': {why}"
-        state = {k: _text(v) for k, v in _pairs(master).items()}
+        state = {k: text(v) for k, v in pairs(master).items()}
         replicas: list[Endpoint] = []
         for entry in listing[0] if listing and isinstance(listing[0], list) else []:
-            info = {k: _text(v) for k, v in _pairs(entry).items()}
+            info = {k: text(v) for k, v in pairs(entry).items()}
             flags = set(info.get("flags", "").split(","))
             if not flags & {"s_down", "o_down", "disconnected"} and \
                     info.get("master-link-status") == "ok":
                 replicas.append((info["ip"], int(info["port"])))
-        return _View(primary=(_text(addr[0]), int(addr[1])), replicas=replicas,
+        return _View(primary=(text(addr[0]), int(addr[1])), replicas=replicas,
                      epoch=int(state.get("config-epoch", "0")),
                      failing_over="failover_in_progress" in state.get("flags", ""))
 
@@ -169,22 +146,13 @@ class SentinelBackend(ReplicaBackend):
         """True only if the node answers that it is not a primary; unreachable is not."""
         try:
             async with asyncio.timeout(self._limits.connect_timeout):
-                (role,) = await self._node(endpoint).run([[b"ROLE"]])
+                (role,) = await self._nodes.at(endpoint).run([[b"ROLE"]])
         except (GatewayError, TimeoutError):
             return False  # the Sentinels' word stands; requests fail fast until it changes
         return isinstance(role, list) and bool(role) and role[0] != b"master"
 
-    def _node(self, endpoint: Endpoint) -> StandaloneBackend:
-        node = self._nodes.get(endpoint)
-        if node is None:
-            host, port = endpoint
-            address = dataclasses.replace(self._template, host=host, port=port)
-            node = self._nodes[endpoint] = StandaloneBackend(
-                f"{self.name} {host}:{port}", self._settings, self._limits, address=address)
-        return node
-
     def _switch(self, primary: Endpoint, replicas: list[Endpoint]) -> None:
-        node = self._node(primary)
+        node = self._nodes.at(primary)
         if node is not self._primary:
             if self._primary is None:
                 log.info("backend '%s': primary of '%s' is %s", self.name, self.master,
@@ -194,12 +162,13 @@ class SentinelBackend(ReplicaBackend):
                             self.master, node.label, self._primary.label)
             self._primary = node
         # The old primary's node stays: it often comes back as a replica.
-        self._replicas = [self._node(r) for r in replicas if r != primary]
+        self._replicas = [self._nodes.at(r) for r in replicas if r != primary]
 
     async def close(self) -> None:
-        for task in (self._watch, self._discovery):
-            if task is not None:
-                task.cancel()
-        for node in [*self._sentinels, *self._nodes.values()]:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._discovery.close()
+        for node in self._sentinels:
             await node.close()
+        await super().close()
 
