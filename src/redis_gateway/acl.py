@@ -30,6 +30,16 @@ _KINDS = {READ: "%R~", WRITE: "%W~", READ | WRITE: "~"}
 
 
 @dataclass(frozen=True)
+class RedisUser:
+    """A Redis user connections authenticate as."""
+
+    username: str
+    password: str
+    # ACL SETUSER that makes it exist with its rules (managed); None: it must exist already.
+    create: tuple[bytes, ...] | None = None
+
+
+@dataclass(frozen=True)
 class AclUser:
     """A Redis user the gateway authenticates as for one rule set."""
 
@@ -52,9 +62,13 @@ def acl_user(policy: Policy, db: int, secret: bytes) -> AclUser:
     """
     rules = acl_rules(policy, db)
     name = USER_PREFIX + hashlib.sha256(" ".join(rules).encode()).hexdigest()[:16]
-    password = hmac.new(secret, b"redis-gateway acl user " + name.encode(),
-                        hashlib.sha256).hexdigest()
-    return AclUser(name, password, rules)
+    return AclUser(name, password_of(name, secret), rules)
+
+
+def password_of(name: str, secret: bytes) -> str:
+    """The password of the managed user ``name``: whoever can compute it can create it."""
+    return hmac.new(secret, b"redis-gateway acl user " + name.encode(),
+                    hashlib.sha256).hexdigest()
 
 
 @lru_cache(maxsize=1024)

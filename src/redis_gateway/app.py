@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .admission import GCRA_SCRIPT, Admission
 from .auth import REDIS_TOKENS_KEY, RESERVED_PREFIX, TokenRecord, TokenStore, revocation_field
 from .backends import Backend, make_backend
+from .enforcement import prepare as prepare_enforcement
 from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable, TooManyRequests
 from .executor import Executor
 from .http import (
@@ -92,6 +93,12 @@ class Gateway:
             raise RedisUnavailable(f"reading the token store failed: {reply}")
         return reply[0], reply[1]
 
+    async def _fetch_all_token_records(self) -> dict[str, bytes]:
+        (flat,) = await self.backends["default"].run([[b"HGETALL", REDIS_TOKENS_KEY]])
+        if not isinstance(flat, list):
+            raise RedisUnavailable(f"reading the token store failed: {flat}")
+        return {k.decode(): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
     async def _shared_rate(self, name: str, interval_ms: int, tolerance_ms: int) -> int:
         key = RESERVED_PREFIX + b"rate:" + name.encode()
         (reply,) = await self.backends["default"].run(
@@ -140,6 +147,11 @@ class Gateway:
         A Redis that is down is not fatal: the gateway starts, /readyz says so, and
         requests succeed once Redis is back.
         """
+        try:
+            principals = await self.tokens.known(self._fetch_all_token_records)
+        except GatewayError as exc:
+            log.warning("the token store could not be read yet: %s", exc.message)
+            principals = await self.tokens.known()
         for backend in self.backends.values():
             try:
                 table = await backend.command_table()
@@ -147,6 +159,10 @@ class Gateway:
                          len(table.commands))
             except GatewayError as exc:
                 log.warning("backend '%s' is not ready yet: %s", backend.name, exc.message)
+                continue
+            await prepare_enforcement(
+                self.executor.enforcement(backend.name), backend,
+                [p.policy for p in principals if p.backend == backend.name])
 
     async def close(self) -> None:
         for backend in self.backends.values():

@@ -176,6 +176,8 @@ def is_revoked(blob: Any, token_hash: str, secret: str) -> bool:
 # Lookup -----------------------------------------------------------------------------
 # async: token hash -> (its record, its revocation tombstone), each a blob or None
 RedisFetch = Callable[[str], Awaitable[tuple[Any, Any]]]
+# async: every field of the token store -> its blob
+RedisFetchAll = Callable[[], Awaitable[dict[str, bytes]]]
 
 
 def gateway_keys_in(settings: Settings, backend: str) -> bool:
@@ -228,6 +230,26 @@ class TokenStore:
     def _add_static(self, record: TokenRecord) -> None:
         check_record(record, self._settings.backends)
         self._static[record.hash] = self._principal(record)
+
+    async def known(self, fetch_all: RedisFetchAll | None = None) -> list[Principal]:
+        """Every principal known now: configuration, the tokens file and, given a way to
+        read them, the records kept in Redis (revoked ones left out)."""
+        self._refresh_file()
+        found = [*self._static.values(), *self._from_file.values()]
+        secret = self._settings.token_store_secret
+        if fetch_all is not None and self._redis_fetch is not None and secret:
+            stored = await fetch_all()
+            for field, blob in stored.items():
+                record = verify_record(blob, secret)
+                if record is None or record.hash != field or \
+                        is_revoked(stored.get(revocation_field(field).decode()), field, secret):
+                    continue
+                try:
+                    check_record(record, self._settings.backends)
+                except BadRequest:
+                    continue
+                found.append(self._principal(record))
+        return found
 
     @property
     def empty(self) -> bool:

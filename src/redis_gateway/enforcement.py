@@ -11,22 +11,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import logging
+from collections.abc import Iterable
 
-from .acl import acl_user
-from .errors import Forbidden
+from .acl import USER_PREFIX, RedisUser, acl_user, password_of
+from .backends import Backend
+from .backends.node import Node
+from .errors import Forbidden, GatewayError, RedisUnavailable
 from .policy import Policy
-from .settings import BackendSettings
+from .redis_types import pairs
+from .settings import BackendSettings, MappedUser
 
-
-@dataclass(frozen=True)
-class RedisUser:
-    """A Redis user connections authenticate as."""
-
-    username: str
-    password: str
-    # ACL SETUSER that makes it exist with its rules (managed); None: it must exist already.
-    create: tuple[bytes, ...] | None = None
+log = logging.getLogger("redis_gateway.enforcement")
 
 
 class Enforcement:
@@ -34,11 +31,15 @@ class Enforcement:
         self.backend = backend
         self.mode = settings.enforcement
         self._settings = settings
-        self._db = db
+        self.db = db
         # The managed users' passwords derive from the gateway's own Redis password: every
         # gateway process with this configuration computes the same ones.
-        self._secret = f"{settings.username or ''}:{settings.password or ''}".encode()
+        self.secret = f"{settings.username or ''}:{settings.password or ''}".encode()
         self._users: dict[Policy, RedisUser] = {}
+
+    @property
+    def mapped(self) -> dict[str, MappedUser]:
+        return self._settings.users
 
     @property
     def redis_enforces(self) -> bool:
@@ -55,7 +56,7 @@ class Enforcement:
 
     def _make(self, policy: Policy) -> RedisUser:
         if self.mode == "managed":
-            user = acl_user(policy, self._db, self._secret)
+            user = acl_user(policy, self.db, self.secret)
             return RedisUser(user.name, user.password, tuple(user.setuser()))
         mapped = self._settings.users.get(policy.text)
         if mapped is None:
@@ -66,3 +67,53 @@ class Enforcement:
                 "password"
             )
         return RedisUser(mapped.username, mapped.password or "")
+
+
+async def prepare(enforcement: Enforcement, backend: Backend, policies: Iterable[Policy]) -> None:
+    """At start-up: say which mode is in force and why; in managed mode, make the users of
+    the rule sets known now on every node known now, and remove the users of rule sets that
+    are gone (made by a gateway with the same secret, so ours to remove)."""
+    name, mode = enforcement.backend, enforcement.mode
+    if mode == "gateway":
+        log.warning("backend '%s': enforcement = \"gateway\": only the gateway checks token "
+                    "rules; scripts and functions are refused to every token that is not "
+                    "unrestricted (\"managed\" lets Redis enforce them)", name)
+        return
+    if mode == "mapped":
+        users = ", ".join(f"'{r}' as {u.username}" for r, u in enforcement.mapped.items())
+        log.info("backend '%s': enforcement = \"mapped\": Redis enforces token rules; tokens "
+                 "run as existing users: %s", name, users or "none mapped")
+        return
+    wanted = {u.username: u for p in policies if (u := enforcement.user(p)) is not None}
+    failures = []
+    for node in backend.nodes():
+        try:
+            for user in wanted.values():
+                await node.make_user(user)
+            await _remove_stale(node, set(wanted), enforcement.secret)
+        except GatewayError as exc:
+            failures.append(exc.message)
+    if failures:
+        log.error("backend '%s': enforcement = \"managed\", but %s; requests of its tokens "
+                  "fail with 503 until that is fixed (no weaker mode is chosen for you)",
+                  name, "; ".join(dict.fromkeys(failures)))
+        return
+    log.info("backend '%s': enforcement = \"managed\": Redis enforces token rules through "
+             "one ACL user per rule set (%d made on %d node(s))", name, len(wanted),
+             len(backend.nodes()))
+
+
+async def _remove_stale(node: Node, wanted: set[str], secret: bytes) -> None:
+    (listing,) = await node.run([[b"ACL", b"USERS"]])
+    if not isinstance(listing, list):
+        raise RedisUnavailable(f"Redis at {node.label} did not list its users: {listing}")
+    stale = [u.decode() for u in listing
+             if u.startswith(USER_PREFIX.encode()) and u.decode() not in wanted]
+    for username in stale:
+        (found,) = await node.run([[b"ACL", b"GETUSER", username.encode()]])
+        ours = hashlib.sha256(password_of(username, secret).encode()).hexdigest().encode()
+        passwords = pairs(found).get("passwords") if isinstance(found, list) else None
+        if passwords == [ours]:  # made by a gateway sharing our secret: its rules are gone
+            await node.run([[b"ACL", b"DELUSER", username.encode()]])
+            log.info("removed the ACL user %s on %s: no token has its rules any more",
+                     username, node.label)

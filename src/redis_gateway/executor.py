@@ -12,15 +12,18 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
+from .acl import RedisUser
 from .admission import Admission
 from .auth import Principal
 from .backends import Backend
 from .backends.node import backend_address
 from .checks import Keys, Prepared, Scope, both_ways, check, check_keys
 from .commands import CommandInfo, CommandTable
+from .enforcement import Enforcement
 from .errors import (
     BadRequest,
     CommandTimeout,
+    Forbidden,
     GatewayError,
     LimitExceeded,
     RedisCommandError,
@@ -37,11 +40,25 @@ log = logging.getLogger("redis_gateway.executor")
 _SCRIPT_KILLS = {name: (b"SCRIPT", b"KILL") for name in ("eval", "evalsha", "eval_ro",
                                                        "evalsha_ro")}
 _SCRIPT_KILLS |= {"fcall": (b"FUNCTION", b"KILL"), "fcall_ro": (b"FUNCTION", b"KILL")}
-_BUSY = "BUSY "
 
 
-def _busy(reply: Any) -> str:
-    return f"Redis is busy running a script or function and answered: {reply}; retry shortly"
+_SCRIPT_REFUSED = "ERR The user executing the script can't"
+
+
+def _gateway_error(reply: Any) -> GatewayError | None:
+    """An error reply that means the request was refused, as the gateway's own refusal."""
+    if not isinstance(reply, ReplyError):
+        return None
+    text = str(reply)
+    if text.startswith("NOPERM "):  # Redis enforced the token's rules (its ACL user)
+        return Forbidden(text.replace("this user", "this token", 1))
+    if text.startswith(_SCRIPT_REFUSED):  # ... inside a script or function
+        return Forbidden("NOPERM this token's rules do not allow what its script or function "
+                         f"tried: {text}")
+    if text.startswith("BUSY "):
+        return RedisUnavailable(f"Redis is busy running a script or function and answered: "
+                                f"{text}; retry shortly")
+    return None
 
 
 class Executor:
@@ -52,10 +69,9 @@ class Executor:
         self._admission = admission
         self._reserved = {name: b.max_dedicated_connections
                           for name, b in settings.backends.items()}
-        # Per backend: the database its tokens are bound to, and whether Redis enforces
-        # the tokens' rules too (see checks.py).
-        self._bounds = {
-            name: (backend_address(b).db, b.enforcement != "gateway")
+        # Per backend: who enforces the tokens' rules there, and as which Redis users.
+        self._enforcement = {
+            name: Enforcement(name, b, backend_address(b).db)
             for name, b in settings.backends.items()
         }
 
@@ -64,8 +80,16 @@ class Executor:
 
     def scope(self, principal: Principal, *, read_only: bool = False,
               in_transaction: bool = False) -> Scope:
-        db, enforced = self._bounds[principal.backend]
-        return Scope(principal.policy, db, enforced, read_only, in_transaction)
+        enforcement = self._enforcement[principal.backend]
+        return Scope(principal.policy, enforcement.db, enforcement.redis_enforces, read_only,
+                     in_transaction)
+
+    def enforcement(self, backend: str) -> Enforcement:
+        return self._enforcement[backend]
+
+    def redis_user(self, principal: Principal) -> RedisUser | None:
+        """The Redis user the principal's commands run as (None: the gateway's own)."""
+        return self._enforcement[principal.backend].user(principal.policy)
 
     # checks -----------------------------------------------------------------------
     async def prepare(self, principal: Principal, scope: Scope, argv: Argv,
@@ -147,7 +171,8 @@ class Executor:
                                             self._reserved[principal.backend],
                                             self.limits.command_timeout):
             return await self.backend_for(principal).run_reserved(
-                commands, timeout=timeout, reusable=reusable, exact=exact)
+                commands, timeout=timeout, reusable=reusable, exact=exact,
+                user=self.redis_user(principal))
 
     @property
     def _block_timeout(self) -> float:
@@ -168,12 +193,13 @@ class Executor:
                 reusable=prepared.where.reusable, exact=exact,
             )
         else:
-            call = backend.run([prepared.argv], exact=exact)
+            call = backend.run([prepared.argv], exact=exact, user=self.redis_user(principal))
         if prepared.info.name in _SCRIPT_KILLS:
             call = self._watched(principal, [prepared], call)
         (reply,) = await call
-        if isinstance(reply, ReplyError) and str(reply).startswith(_BUSY):
-            raise RedisUnavailable(_busy(reply))
+        refused = _gateway_error(reply)
+        if refused is not None:
+            raise refused
         return reply
 
     async def pipeline(
@@ -209,11 +235,10 @@ class Executor:
                     principal, argvs, timeout=self._block_timeout,
                     reusable=all(w.reusable for w in alone), exact=exact)
             else:
-                call = backend.run(argvs, exact=exact)
+                call = backend.run(argvs, exact=exact, user=self.redis_user(principal))
             replies = await self._watched(principal, [p for _, p in runnable], call)
             for (i, _), reply in zip(runnable, replies, strict=True):
-                busy = isinstance(reply, ReplyError) and str(reply).startswith(_BUSY)
-                results[i] = RedisUnavailable(_busy(reply)) if busy else reply
+                results[i] = _gateway_error(reply) or reply
         return results
 
     async def transaction(
@@ -242,6 +267,11 @@ class Executor:
             exact=exact,
         ))
         for i, queued in enumerate(replies[1:-1]):
+            refused = _gateway_error(queued)
+            if refused is not None:
+                refused.message = f"{refused.message} (command {i + 1} of the transaction; " \
+                                  "nothing was run)"
+                raise refused
             if isinstance(queued, ReplyError):
                 raise RedisCommandError(
                     f"EXECABORT Transaction discarded because command {i + 1} "

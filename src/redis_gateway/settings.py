@@ -75,6 +75,9 @@ class BackendSettings:
     # Redis, through existing users named in `users`. "gateway": the gateway alone; then
     # scripts and functions are refused to every token that is not unrestricted.
     enforcement: str = "managed"
+    # Per node: the rule sets whose connections are kept open; past it the least recently
+    # used idle ones are closed (and opened again at their next request).
+    max_user_groups: int = 64
     # enforcement = "mapped": the user for each rule set, keyed by the rules as tokens
     # write them, e.g. users."read-only" = { username = "gw-ro", password = "..." }.
     users: dict[str, MappedUser] = field(default_factory=dict)
@@ -281,7 +284,8 @@ def _finish(settings: Settings) -> Settings:
             )
         if name != "default" and not backend.url:
             raise SettingsError(f"backends.{name}.url: is required")
-        if backend.connections < 1 or backend.max_dedicated_connections < 1:
+        if backend.connections < 1 or backend.max_dedicated_connections < 1 or \
+                backend.max_user_groups < 1:
             raise SettingsError(f"backends.{name}: connection counts must be at least 1")
         _check_topology(f"backends.{name}", backend)
         if backend.enforcement not in ENFORCEMENT_MODES:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
+from ..acl import RedisUser
 from ..commands import CommandTable
 from ..redis_types import Argv
 from ..settings import BackendSettings, LimitSettings
-from .node import StandaloneBackend
+from .node import Node, StandaloneBackend
 
 
 class Backend(Protocol):
@@ -26,17 +27,19 @@ class Backend(Protocol):
 
     async def command_table(self) -> CommandTable: ...
 
-    def run(self, commands: Sequence[Argv], *, exact: int | None = None
-            ) -> Awaitable[list[Any]]:
+    def run(self, commands: Sequence[Argv], *, exact: int | None = None,
+            user: RedisUser | None = None) -> Awaitable[list[Any]]:
         """Run commands on a shared connection, back to back; one reply each, in order.
 
         ``exact=2`` or ``3`` reads replies with every RESP type kept apart (``resp.py``),
-        over RESP2 or RESP3; the default reads them with hiredis, fastest.
+        over RESP2 or RESP3; the default reads them with hiredis, fastest. ``user``: the
+        Redis user to run them as (a token's rule set, ``enforcement.py``); None: the
+        gateway's own.
         """
 
     def run_reserved(
         self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
-        exact: int | None = None,
+        exact: int | None = None, user: RedisUser | None = None,
     ) -> Awaitable[list[Any]]:
         """Run commands alone on a connection no other request uses meanwhile.
 
@@ -45,6 +48,9 @@ class Backend(Protocol):
         """
 
     async def ping(self) -> bool: ...
+
+    def nodes(self) -> list[Node]:
+        """The servers known now (a topology learns them as it goes)."""
 
     async def close(self) -> None: ...
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import hiredis
 
+from ..acl import RedisUser
 from ..commands import CommandTable
 from ..connection import Address, Connection, TlsFiles, open_connection
 from ..errors import CommandTimeout, RedisUnavailable
@@ -30,6 +32,9 @@ from .refresher import Refresher
 log = logging.getLogger("redis_gateway.backends")
 
 Endpoint = tuple[str, int]  # (host, port), as topologies name their nodes
+
+# Runs before a group opens a connection; True: the server refused its credentials.
+Prepare = Callable[[bool], Awaitable[None]]
 
 # A replica answering these has no data to read right now; its primary has.
 REPLICA_NOT_READY = ("LOADING ", "MASTERDOWN ")
@@ -60,10 +65,14 @@ class ConnectionGroup:
     """
 
     def __init__(self, address: Address, tls: TlsFiles, limits: LimitSettings, *,
-                 shared: int, max_reserved: int, readonly: bool = False) -> None:
-        """``readonly`` sends READONLY on every connection (a Cluster replica that serves
-        reads)."""
+                 shared: int, slots: asyncio.Semaphore, max_reserved: int,
+                 readonly: bool = False, prepare: Prepare | None = None) -> None:
+        """``slots`` bounds the reserved connections of every group of the node together;
+        ``readonly`` sends READONLY on every connection (a Cluster replica that serves
+        reads); ``prepare(again)`` runs before a connection is opened (a managed user is
+        made to exist), ``again`` after the server refused the credentials."""
         self.address = address
+        self._prepare = prepare
         self._tls = tls
         self._limits = limits
         self._readonly = readonly
@@ -74,7 +83,7 @@ class ConnectionGroup:
         self._typed_lock = asyncio.Lock()
         # Idle reserved connections, by reply reader (see ``run``).
         self._idle: dict[int | None, list[Connection]] = {None: [], 2: [], 3: []}
-        self._reserved = asyncio.Semaphore(max_reserved)
+        self._reserved = slots
         self._max_reserved = max_reserved
         self._reconnect = Refresher(
             self._reconnect_shared, backoff=limits.reconnect_backoff, logger=log,
@@ -159,14 +168,31 @@ class ConnectionGroup:
             return conn
 
     async def _open(self, exact: int | None = None) -> Connection:
-        conn = await open_connection(
+        if self._prepare is not None:
+            await self._prepare(False)
+        try:
+            conn = await self._connect(exact)
+        except RedisUnavailable as exc:
+            if self._prepare is None or "WRONGPASS" not in exc.message:
+                raise
+            # The user is gone (a restarted node, an ACL DELUSER): make it again, once.
+            await self._prepare(True)
+            conn = await self._connect(exact)
+        if self._readonly:
+            await self._allow_replica_reads(conn)
+        return conn
+
+    def _connect(self, exact: int | None) -> Awaitable[Connection]:
+        return open_connection(
             self.address, tls=self._tls, timeout=self._limits.connect_timeout,
             typed=exact is not None, resp3=exact == 3,
             reply_limit=self._limits.max_reply_bytes,
         )
-        if self._readonly:
-            await self._allow_replica_reads(conn)
-        return conn
+
+    @property
+    def busy(self) -> bool:
+        """Some connection of this group has commands in flight."""
+        return any(c is not None and c.load for c in [*self._shared, *self._typed.values()])
 
     async def _allow_replica_reads(self, conn: Connection) -> None:
         where = self.address.display()
@@ -194,12 +220,74 @@ class Node:
     def __init__(self, address: Address, settings: BackendSettings, limits: LimitSettings, *,
                  readonly: bool = False) -> None:
         self.address = address
-        tls = TlsFiles(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file,
-                       settings.tls_check_hostname)
-        self.connections = ConnectionGroup(
-            address, tls, limits, shared=settings.connections,
-            max_reserved=settings.max_dedicated_connections, readonly=readonly)
+        self._tls = TlsFiles(settings.tls_ca_file, settings.tls_cert_file,
+                             settings.tls_key_file, settings.tls_check_hostname)
+        self._settings = settings
+        self._limits = limits
+        self._readonly = readonly
+        # Reserved connections, bounded for the node whatever users they authenticate as.
+        self._slots = asyncio.Semaphore(settings.max_dedicated_connections)
+        # The gateway's own connections (command table, keys, slot maps, the token store).
+        self.connections = self._group(address, None)
+        # Each token rule set's, by the Redis user it runs as (enforcement.py), most
+        # recently used last.
+        self._groups: OrderedDict[RedisUser, ConnectionGroup] = OrderedDict()
+        self._made: set[RedisUser] = set()  # managed users known to exist on this node
+        self._making = asyncio.Lock()
         self._table: CommandTable | None = None
+
+    def _group(self, address: Address, prepare: Prepare | None) -> ConnectionGroup:
+        return ConnectionGroup(
+            address, self._tls, self._limits, shared=self._settings.connections,
+            slots=self._slots, max_reserved=self._settings.max_dedicated_connections,
+            readonly=self._readonly, prepare=prepare)
+
+    def group(self, user: RedisUser | None) -> ConnectionGroup:
+        """The connections that authenticate as ``user`` (None: as the gateway)."""
+        if user is None:
+            return self.connections
+        group = self._groups.get(user)
+        if group is not None:
+            self._groups.move_to_end(user)
+            return group
+        address = dataclasses.replace(self.address, username=user.username,
+                                      password=user.password)
+        group = self._groups[user] = self._group(
+            address, partial(self._make_user, user) if user.create else None)
+        self._close_idle_groups()
+        return group
+
+    def _close_idle_groups(self) -> None:
+        """Past max_user_groups, the least recently used groups with nothing in flight go;
+        a group is opened again, lazily, at its user's next request."""
+        excess = len(self._groups) - self._settings.max_user_groups
+        for user in [u for u, g in self._groups.items() if not g.busy][:max(excess, 0)]:
+            self._groups.pop(user).close()
+
+    def nodes(self) -> list[Node]:
+        return [self]
+
+    async def make_user(self, user: RedisUser) -> None:
+        """Make a managed user exist with its rules on this node now, not at first use."""
+        await self._make_user(user, False)
+
+    async def _make_user(self, user: RedisUser, again: bool) -> None:
+        """Create or refresh a managed user with its rules on this node (ACL SETUSER on
+        the gateway's own connection), before connections authenticate as it."""
+        if user in self._made and not again:
+            return
+        async with self._making:
+            if user in self._made and not again:
+                return
+            assert user.create is not None
+            (reply,) = await self.connections.run([user.create])
+            if isinstance(reply, ReplyError):
+                raise RedisUnavailable(
+                    f"Redis at {self.label} refused to create the ACL user for a token's "
+                    f"rules ({reply}): the gateway's own Redis user needs ACL SETUSER "
+                    "(+acl), or set this backend's enforcement to \"mapped\" or "
+                    "\"gateway\"")
+            self._made.add(user)
 
     @property
     def label(self) -> str:
@@ -209,15 +297,16 @@ class Node:
     def endpoint(self) -> Endpoint:
         return self.address.host, self.address.port
 
-    def run(self, commands: Sequence[Argv], *, exact: int | None = None
-            ) -> Awaitable[list[Any]]:
-        return self.connections.run(commands, exact=exact)
+    def run(self, commands: Sequence[Argv], *, exact: int | None = None,
+            user: RedisUser | None = None) -> Awaitable[list[Any]]:
+        group = self.connections if user is None else self.group(user)
+        return group.run(commands, exact=exact)
 
     def run_reserved(
         self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
-        exact: int | None = None,
+        exact: int | None = None, user: RedisUser | None = None,
     ) -> Awaitable[list[Any]]:
-        return self.connections.run_reserved(commands, timeout=timeout, reusable=reusable,
+        return self.group(user).run_reserved(commands, timeout=timeout, reusable=reusable,
                                              exact=exact)
 
     async def command_table(self) -> CommandTable:
@@ -233,7 +322,10 @@ class Node:
         return bool(reply == b"PONG")
 
     async def close(self) -> None:
-        self.connections.close()
+        for group in [self.connections, *self._groups.values()]:
+            group.close()
+        self._groups.clear()
+        self._made.clear()
 
 
 class StandaloneBackend(Node):
@@ -308,16 +400,18 @@ class Nodes:
 Dispatch = Callable[[Node, Sequence[Argv]], Awaitable[list[Any]]]
 
 
-def on_shared(exact: int | None = None) -> Dispatch:
+def on_shared(exact: int | None = None, user: RedisUser | None = None) -> Dispatch:
     def dispatch(node: Node, argvs: Sequence[Argv]) -> Awaitable[list[Any]]:
-        return node.run(argvs, exact=exact)
+        return node.run(argvs, exact=exact, user=user)
 
     return dispatch
 
 
-def on_reserved(timeout: float, reusable: bool, exact: int | None) -> Dispatch:
+def on_reserved(timeout: float, reusable: bool, exact: int | None,
+                user: RedisUser | None = None) -> Dispatch:
     def dispatch(node: Node, argvs: Sequence[Argv]) -> Awaitable[list[Any]]:
-        return node.run_reserved(argvs, timeout=timeout, reusable=reusable, exact=exact)
+        return node.run_reserved(argvs, timeout=timeout, reusable=reusable, exact=exact,
+                                 user=user)
 
     return dispatch
 

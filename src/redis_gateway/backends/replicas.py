@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..acl import RedisUser
 from ..commands import CommandTable
 from ..errors import GatewayError, RedisUnavailable
 from ..redis_types import Argv
@@ -117,8 +118,9 @@ class ReplicaBackend:
             self._finder = SlotFinder(self._table, self._ask_keys)
         return self._table
 
-    async def run(self, commands: Sequence[Argv], *, exact: int | None = None) -> list[Any]:
-        dispatch = on_shared(exact)
+    async def run(self, commands: Sequence[Argv], *, exact: int | None = None,
+                  user: RedisUser | None = None) -> list[Any]:
+        dispatch = on_shared(exact, user)
         replica = await self._replica_for(commands)
         if replica is None:
             return await self._on_primary(commands, dispatch)
@@ -127,9 +129,9 @@ class ReplicaBackend:
 
     async def run_reserved(
         self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
-        exact: int | None = None,
+        exact: int | None = None, user: RedisUser | None = None,
     ) -> list[Any]:
-        return await self._on_primary(commands, on_reserved(timeout, reusable, exact))
+        return await self._on_primary(commands, on_reserved(timeout, reusable, exact, user))
 
     async def ping(self) -> bool:
         """Ready means writes can be served: the primary answers."""
@@ -138,6 +140,9 @@ class ReplicaBackend:
         except GatewayError:
             return False
         return await primary.ping()
+
+    def nodes(self) -> list[Node]:
+        return list(self._nodes)
 
     async def close(self) -> None:
         await self._nodes.close()

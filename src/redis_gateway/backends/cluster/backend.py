@@ -15,6 +15,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from ...acl import RedisUser
 from ...commands import CommandTable
 from ...errors import GatewayError, RedisUnavailable
 from ...redis_types import Argv
@@ -82,15 +83,17 @@ class ClusterBackend:
             self._table = table
         return self._table
 
-    async def run(self, commands: Sequence[Argv], *, exact: int | None = None) -> list[Any]:
+    async def run(self, commands: Sequence[Argv], *, exact: int | None = None,
+                  user: RedisUser | None = None) -> list[Any]:
         if len(commands) == 1 and self._finder is not None:
-            replies = await self._run_one(commands, exact)
+            replies = await self._run_one(commands, exact, user)
             if replies is not None:
                 return replies
         router = await self._ready()
-        return await router.run(commands, on_shared(exact), reads=self._replica_reads)
+        return await router.run(commands, on_shared(exact, user), reads=self._replica_reads)
 
-    async def _run_one(self, commands: Sequence[Argv], exact: int | None) -> list[Any] | None:
+    async def _run_one(self, commands: Sequence[Argv], exact: int | None,
+                       user: RedisUser | None) -> list[Any] | None:
         """The common case, a single-key command on the primary, without the batch
         machinery (it costs more than the routing); None to take the general path."""
         assert self._finder is not None
@@ -102,7 +105,7 @@ class ClusterBackend:
             return None
         self._map.keep_fresh()
         try:
-            replies = await shard.primary.run(commands, exact=exact)
+            replies = await shard.primary.run(commands, exact=exact, user=user)
         except GatewayError:
             self._map.stale()
             raise
@@ -116,13 +119,16 @@ class ClusterBackend:
 
     async def run_reserved(
         self, commands: Sequence[Argv], *, timeout: float, reusable: bool = True,
-        exact: int | None = None,
+        exact: int | None = None, user: RedisUser | None = None,
     ) -> list[Any]:
         router = await self._ready()
-        dispatch = on_reserved(timeout, reusable, exact)
+        dispatch = on_reserved(timeout, reusable, exact, user)
         if len(commands) > 1 and commands[0] and commands[0][0].upper() == b"MULTI":
             return await router.transaction(commands, dispatch)
         return await router.run(commands, dispatch, reads=False)
+
+    def nodes(self) -> list[Node]:
+        return list(self._map.nodes)
 
     async def ping(self) -> bool:
         """Ready when every primary answers: each serves a part of the keys."""
