@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -263,6 +264,8 @@ def _load_module(path: Path) -> ModuleType:
 
 # The access string of the Redis user each rule set runs as: the oracle for the template.
 ACCESS = _load_module(DEPLOY / "access_string.py")
+# The role docs/deploy-aws.md adds in "Adding a role".
+DOCS_EXAMPLE_RULES = "+@read -@dangerous ~app:*"
 FAKE_HOST = "master.rgw.abc123.use1.cache.amazonaws.com"
 
 
@@ -444,6 +447,8 @@ def test_access_strings_say_only_what_elasticache_accepts(template: dict[str, An
     users = [r["Properties"] for r in template["Resources"].values()
              if r["Type"] == "AWS::ElastiCache::User"]
     assert len(users) >= 4
+    users.append({"UserName": "docs example",
+                  "AccessString": ACCESS.access_string(DOCS_EXAMPLE_RULES)})
     for user in users:
         first, *rules = user["AccessString"].split()
         assert first in ("on", "off"), "a user without on or off is off"
@@ -452,6 +457,17 @@ def test_access_strings_say_only_what_elasticache_accepts(template: dict[str, An
             assert ELASTICACHE_RULE.fullmatch(rule), (user["UserName"], rule)
             command = rule.lstrip("+-").split("|")[0]
             assert command not in ELASTICACHE_RESTRICTED, (user["UserName"], rule)
+
+
+def test_access_string_script_prints_the_string_or_says_what_is_wrong(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert ACCESS.main([DOCS_EXAMPLE_RULES]) == 0
+    assert capsys.readouterr().out == ACCESS.access_string(DOCS_EXAMPLE_RULES) + "\n"
+    assert ACCESS.access_string("admin") == "on +@all ~* &*"  # no boundaries for admin
+    assert ACCESS.main(["read-write ~app:*"]) == 1  # Redis refuses a pattern after allkeys
+    assert "resetkeys" in capsys.readouterr().err
+    assert ACCESS.main([]) == 2
+    assert "access_string.py" in capsys.readouterr().err
 
 
 def test_the_function_reads_exactly_the_secrets_its_environment_names(stack: Stack) -> None:
@@ -571,6 +587,12 @@ def test_the_handler_accepts_its_environment(stack: Stack) -> None:
             for rules, user in backend.users.items()} == {
         rules: (username, fake_arn(secret), None)
         for rules, (username, secret) in mapped_users(stack).items()}
+    # What deploy/aws/access_string.py assumes of this deployment holds: the same policies
+    # (tokens in Redis, so their keys are guarded) on the same database.
+    for rules in backend.users:
+        assert compile_rules(loaded, rules, "default") == compile_rules(
+            ACCESS.TEMPLATE_SETTINGS, rules, "default")
+    assert urlsplit(backend.url).path.strip("/") in ("", str(ACCESS.DATABASE))
     limits = loaded.limits
     # Blocking commands, their reply and a reconnect fit in the function's time, and that
     # within AppSync's 30 s.
@@ -900,7 +922,12 @@ def test_role_users_are_the_acl_users_the_gateway_would_make(template_redis: Tem
                                                              ) -> None:
     """Redis reads each role user's access string as exactly the user that the gateway
     creates itself for those rules where it may (enforcement = "managed")."""
-    for rules, (username, _) in mapped_users(template_redis.stack).items():
+    roles = {rules: username for rules, (username, _) in
+             mapped_users(template_redis.stack).items()}
+    example = "docs-example"
+    assert template_redis.admin("ACL", "SETUSER", example,
+                                *ACCESS.access_string(DOCS_EXAMPLE_RULES).split()) == b"OK"
+    for rules, username in {**roles, DOCS_EXAMPLE_RULES: example}.items():
         policy = compile_rules(ACCESS.TEMPLATE_SETTINGS, rules, "default")
         managed = acl_user(policy, ACCESS.DATABASE, b"any secret")
         assert template_redis.admin(*(a.decode("latin-1") for a in managed.setuser())) == b"OK"

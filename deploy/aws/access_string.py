@@ -22,7 +22,7 @@ from redis_gateway.settings import Settings
 
 # What the template's environment decides for the default backend: tokens live in Redis
 # (so their keys are out of every token's reach) and the URL has no database number.
-TEMPLATE_SETTINGS = Settings(token_store="redis", token_store_secret_arn="in the template")
+TEMPLATE_SETTINGS = Settings(token_store="redis")
 DATABASE = 0
 # ElastiCache documents the pattern forms, not Redis's flags that mean the same.
 _ELASTICACHE_SPELLING = {"allkeys": "~*", "allchannels": "&*"}
