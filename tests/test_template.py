@@ -976,9 +976,8 @@ def template_lambda(template_redis: TemplateRedis, secrets_manager: Any,
     # gateway's own user.
     env["REDIS_GATEWAY_LIMITS__SHARED_RATE"] = "true"
     env["REDIS_GATEWAY_LIMITS__TOKEN_RATE"] = "1000"
-    for name in os.environ:
-        if name.startswith("REDIS_GATEWAY_"):
-            monkeypatch.delenv(name)
+    for name in [n for n in os.environ if n.startswith("REDIS_GATEWAY_")]:
+        monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     aws_lambda.reset()
