@@ -1004,9 +1004,6 @@ def test_the_gateway_does_its_own_work_as_the_gateway_user(template_lambda: Temp
     assert gateway_user_name(template_lambda.stack).encode() in template_lambda.connected_users()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "enforcement = 'mapped' is read by the settings but not yet wired into the backends: "
-    "every command runs on the gateway's own connection (issue 9, item 1)"))
 def test_callers_commands_run_as_the_user_of_their_rules(template_lambda: TemplateRedis
                                                          ) -> None:
     api_key = "da2-notagatewaytoken"  # ApiKeyRules: read-write
