@@ -171,3 +171,35 @@ def test_a_token_over_its_concurrency_gets_429(gw: GatewayProcess) -> None:
     assert sum(r.status_code == 200 for r in responses) >= 3
     refused = [r for r in responses if r.status_code == 429]
     assert refused and "requests in flight" in refused[0].json()["error"]
+
+
+def test_a_shared_rate_holds_across_gateway_processes(server: RedisServer) -> None:
+    token = new_token()
+    config = "[limits]\nshared_rate = true\n"
+    processes = [GatewayProcess(server.url, rules={}, config_extra=config) for _ in range(2)]
+    for gw in processes:
+        gw.config_extra += gw.token_table("shared", "read-write", token,
+                                          "rate = 0.1\nburst = 3")
+    try:
+        for gw in processes:
+            gw.start()
+        headers = {"Authorization": f"Bearer {token}"}
+        statuses = [httpx.post(processes[i % 2].url, json=["PING"], headers=headers).status_code
+                    for i in range(8)]
+        # One budget for both: the burst of 3, then one per 10 s, wherever it lands.
+        assert statuses[:3] == [200, 200, 200] and set(statuses[3:]) == {429}, statuses
+        # GraphQL draws from the same budget, and says so in AppSync's shape.
+        response = httpx.post(processes[0].url + "/graphql", json={"query": "{ getRedis(Command: [\"PING\"]) }"},
+                              headers={"x-api-key": token})
+        assert response.status_code == 429
+        assert response.json()["errors"][0]["errorType"] == "TooManyRequests"
+        assert "retry-after" in response.headers
+        # The counter is the gateway's own key, out of every token's reach.
+        keys = server.cli("KEYS", "redis-gateway:rate:*").split()
+        assert keys == ["redis-gateway:rate:shared"]
+        response = httpx.post(processes[0].url, json=["DEL", keys[0]],
+                              headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code in (403, 429)
+    finally:
+        for gw in processes:
+            gw.stop()

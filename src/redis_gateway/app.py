@@ -83,7 +83,8 @@ class Gateway:
         if self._graphql is None:
             from .graphql.endpoint import GraphQLEndpoint
 
-            self._graphql = GraphQLEndpoint(self.settings, self.executor, self.tokens)
+            self._graphql = GraphQLEndpoint(self.settings, self.executor, self.tokens,
+                                            self.admission)
         return self._graphql
 
     async def _fetch_token_record(self, token_hash: str) -> tuple[Any, Any]:

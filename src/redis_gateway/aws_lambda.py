@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import settings as settings_mod
+from .admission import Share
 from .auth import Principal, compile_rules
 from .errors import BadRequest, GatewayError, Unauthorized
 
@@ -99,7 +100,8 @@ class Runtime:
         try:
             principal = await self.principal(event)
             batch = Batch(self.gateway.executor, principal, self.settings.limits.max_commands)
-            return await self._resolve(event, principal, batch)
+            async with self.gateway.admission.request(principal.name, principal.share):
+                return await self._resolve(event, principal, batch)
         except GatewayError as exc:
             raise _appsync_error(exc) from None
 
@@ -116,7 +118,8 @@ class Runtime:
                 principal = await self.principal(event)
                 batch = batches.setdefault(principal.name, Batch(
                     self.gateway.executor, principal, self.settings.limits.max_commands))
-                return {"data": await self._resolve(event, principal, batch)}
+                async with self.gateway.admission.request(principal.name, principal.share):
+                    return {"data": await self._resolve(event, principal, batch)}
             except GatewayError as exc:
                 return {"data": None, "errorMessage": exc.message,
                         "errorType": _error_type(exc)}
@@ -146,9 +149,7 @@ class Runtime:
                 return await self.gateway.tokens.authenticate(api_key)
             except Unauthorized:
                 if api_key and aws.api_key_rules:
-                    return Principal("appsync-api-key",
-                                     compile_rules(self.settings, aws.api_key_rules, "default"),
-                                     "default")
+                    return self._rules("appsync-api-key", aws.api_key_rules)
                 raise
         if "resolverContext" in identity:
             return self._rules("lambda-authorizer", aws.lambda_authorizer_rules)
@@ -171,7 +172,8 @@ class Runtime:
     def _rules(self, name: str, rules: str) -> Principal:
         if not rules:
             raise Unauthorized(f"no rules are configured for {name} (see the [aws] settings)")
-        return Principal(name, compile_rules(self.settings, rules, "default"), "default")
+        return Principal(name, compile_rules(self.settings, rules, "default"), "default",
+                         share=Share.of(self.settings.limits))
 
 
 def _error_type(exc: GatewayError) -> str:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,8 +28,9 @@ from graphql import (
 )
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
+from ..admission import Admission
 from ..auth import Principal, TokenStore
-from ..errors import GatewayError, Unauthorized
+from ..errors import GatewayError, TooManyRequests, Unauthorized
 from ..executor import Executor
 from ..http import JSON_TYPE, Request, Response, json_body
 from ..settings import Settings
@@ -68,10 +70,12 @@ def graphql_token(request: Request) -> str | None:
 
 
 class GraphQLEndpoint:
-    def __init__(self, settings: Settings, executor: Executor, tokens: TokenStore) -> None:
+    def __init__(self, settings: Settings, executor: Executor, tokens: TokenStore,
+                 admission: Admission) -> None:
         self._settings = settings
         self._executor = executor
         self._tokens = tokens
+        self._admission = admission
         self._schema = executable_schema()
         rules = list(specified_rules)
         if not settings.graphql.introspection:
@@ -107,8 +111,14 @@ class GraphQLEndpoint:
         variables = envelope.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return _failure(400, _MALFORMED, "variables must be a JSON object.")
-        return await self._run(principal, envelope["query"], variables,
-                               envelope.get("operationName"), request.method)
+        try:
+            async with self._admission.request(principal.name, principal.share):
+                return await self._run(principal, envelope["query"], variables,
+                                       envelope.get("operationName"), request.method)
+        except TooManyRequests as exc:
+            response = _failure(429, exc.kind, exc.message)
+            response.headers.append((b"retry-after", b"%d" % math.ceil(exc.retry_after)))
+            return response
 
     async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
                    operation_name: Any, method: str) -> Response:
