@@ -189,7 +189,8 @@ def test_a_shared_rate_holds_across_gateway_processes(server: RedisServer) -> No
         # One budget for both: the burst of 3, then one per 10 s, wherever it lands.
         assert statuses[:3] == [200, 200, 200] and set(statuses[3:]) == {429}, statuses
         # GraphQL draws from the same budget, and says so in AppSync's shape.
-        response = httpx.post(processes[0].url + "/graphql", json={"query": "{ getRedis(Command: [\"PING\"]) }"},
+        query = '{ getRedis(Command: ["PING"]) }'
+        response = httpx.post(processes[0].url + "/graphql", json={"query": query},
                               headers={"x-api-key": token})
         assert response.status_code == 429
         assert response.json()["errors"][0]["errorType"] == "TooManyRequests"
