@@ -39,16 +39,20 @@ def test_tls_and_acl_to_every_node(tls_cluster: RedisCluster, certs: Path) -> No
             answer = c.post("/pipeline", json=[["SET", k, k] for k in keys]).json()
             assert answer == [{"result": "OK"}] * len(keys)
             assert c.post("/", json=["DBSIZE"]).json() == {"result": len(keys)}
-            assert c.post("/", json=["ACL", "WHOAMI"]).json() == {"result": USER[0]}
+            # Tokens run as the ACL user of their rules, which the gateway made as USER.
+            assert c.post("/", json=["ACL", "WHOAMI"]).json()["result"].startswith("rgw-")
         primaries = tls_cluster.primaries()
         assert {tls_cluster.primary_of_slot(key_slot(k.encode())).port for k in keys} == \
             {p.port for p in primaries}
         for node in primaries:
             clients = tls_cluster.command(node, "CLIENT", "LIST")
             assert isinstance(clients, bytes)
-            # The gateway's connections (not this one, made to ask) on the TLS port only.
+            # The gateway's connections (its own and its tokens', not this one, made to
+            # ask) on the TLS port only.
             ours = [line for line in clients.decode().splitlines()
-                    if f"user={USER[0]}" in line and "cmd=client|list" not in line]
+                    if (f"user={USER[0]}" in line or "user=rgw-" in line)
+                    and "cmd=client|list" not in line]
+            assert any(f"user={USER[0]}" in line for line in ours), ours
             assert ours, f"no gateway connection to {node.port}"
             tls_port = tls_cluster.tls_ports[node.port]
             assert all(f"laddr=127.0.0.1:{tls_port} " in line for line in ours), ours

@@ -26,7 +26,7 @@ class Share:
     concurrency: int = 0  # requests in flight
     reserved: int = 0  # reserved connections held (blocking commands, transactions)
     rate: float = 0.0  # requests per second, sustained
-    burst: int = 0  # requests allowed at once above the rate
+    burst: int = 0  # requests allowed at once; 0: one second's worth of the rate
 
     @classmethod
     def of(cls, limits: LimitSettings, *, concurrency: int | None = None,
@@ -118,7 +118,10 @@ class Admission:
 
     async def _take_rate(self, name: str, share: Share) -> None:
         interval = 1.0 / share.rate
-        tolerance = interval * max(share.burst - 1, 0)
+        # Unset, the burst is one second's worth: a batch of AppSync items or a page's
+        # parallel requests is not refused for arriving together.
+        burst = share.burst or math.ceil(share.rate)
+        tolerance = interval * max(burst - 1, 0)
         if self._shared_rate is not None:
             wait = await self._shared_rate(name, math.ceil(interval * 1000),
                                            math.ceil(tolerance * 1000)) / 1000
@@ -133,7 +136,7 @@ class Admission:
         if wait > 0:
             raise TooManyRequests(
                 f"token '{name}' is over its rate of {share.rate:g} requests per second "
-                f"(burst {max(share.burst, 1)}); retry in {wait:.3f} s", retry_after=wait)
+                f"(burst {max(burst, 1)}); retry in {wait:.3f} s", retry_after=wait)
 
 
 # GCRA in Redis, for limits.shared_rate: KEYS[1] the token's key, ARGV the emission interval

@@ -108,7 +108,8 @@ class LimitSettings:
     # at once, and the fraction of a backend's reserved connections it may hold.
     token_concurrency: int = 256
     token_reserved_share: float = 0.5
-    # Requests per second (and burst) per token; 0: no rate limit unless the token sets one.
+    # Requests per second per token (0: no rate limit unless the token sets one), and how
+    # many may arrive at once (0: one second's worth).
     token_rate: float = 0.0
     token_burst: int = 0
     # Count rates in the default Redis, so every gateway process shares one budget per token.
