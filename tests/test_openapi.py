@@ -135,6 +135,26 @@ def test_command_names_exclude_exactly_the_gateways_own_paths() -> None:
     assert set(OWN_PATHS) == own
 
 
+# What the fuzzer found ------------------------------------------------------------------
+@pytest.mark.parametrize("command", [["a\r\n+OK"], ["NOSUCH", "x\r\n:1\r\n"], [False, "\r\n"],
+                                     ["lone\nfeed"]])
+def test_resp2_error_items_cannot_forge_replies(fuzzed_gateway: GatewayProcess,
+                                                command: list[Any]) -> None:
+    """A pipeline item the gateway refuses is an error line in the RESP2 output: a line
+    break from the request inside it must not end it early and read as another reply."""
+    response = httpx.post(f"{fuzzed_gateway.url}{BASE_PATH}/pipeline",
+                          json=[command, ["PING"]],
+                          headers={"Authorization": f"Bearer {FUZZ_TOKEN}",
+                                   "Upstash-Response-Format": "resp2"})
+    assert response.status_code == 200
+    reader = hiredis.Reader()
+    reader.feed(response.content)
+    error, pong = reader.gets(), reader.gets()
+    assert isinstance(error, hiredis.ReplyError) and pong == b"PONG", response.content
+    assert reader.gets() is False and not reader.has_data()
+    assert "\r" not in str(error) and "\n" not in str(error)
+
+
 # The fuzzer ------------------------------------------------------------------------------
 FORMAT_HEADERS = ("Upstash-Encoding", "Upstash-Response-Format", "Redis-Reply-Format")
 # Random names are nearly all unknown commands: half the time the fuzzer uses these real

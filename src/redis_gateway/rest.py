@@ -145,7 +145,10 @@ _TYPED_FORMATS = {b"typed-resp2": 2, b"typed-resp3": 3}
 
 def _resp2_item(reply: Any) -> bytes:
     if isinstance(reply, GatewayError):
-        return b"-" + reply.message.encode() + b"\r\n"
+        # An error line ends at CR LF, and messages quote the request: blank its line breaks
+        # (as Redis does in its own errors), or a request could forge replies.
+        line = reply.message.replace("\r", " ").replace("\n", " ")
+        return b"-" + line.encode() + b"\r\n"
     return encode_resp2(reply)
 
 
