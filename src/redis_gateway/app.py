@@ -94,8 +94,7 @@ class Gateway:
         if self._openapi is None:
             document = orjson.loads(
                 resources.files("redis_gateway").joinpath("openapi.json").read_bytes())
-            document["servers"] = [{"url": self._base or "/",
-                                    "description": "this gateway (its base_path)"}]
+            document["servers"][0]["url"] = self._base or "/"
             self._openapi = json_body(document)
         return self._openapi
 
