@@ -6,6 +6,7 @@ ASGI app (for uvicorn, Mangum, tests), and the built-in server calls ``handle`` 
 Routing (below ``base_path``):
 - ``GET /healthz``: the process is up. ``GET /readyz``: every backend answers PING.
 - ``OPTIONS *``: CORS preflight.
+- ``GET /openapi.json``: the REST API's OpenAPI description (``openapi.json``), no token.
 - ``/graphql``: the GraphQL front door (AppSync-compatible).
 - ``/console/``: the web console's static files.
 - everything else: the REST front door, after the token is checked.
@@ -17,7 +18,10 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from importlib import resources
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from .admission import GCRA_SCRIPT, Admission
 from .auth import REDIS_TOKENS_KEY, RESERVED_PREFIX, TokenRecord, TokenStore, revocation_field
@@ -74,6 +78,7 @@ class Gateway:
         self.cors = Cors(settings.cors_origins)
         self.console = StaticFiles("redis_gateway", "console")
         self._graphql: GraphQLEndpoint | None = None
+        self._openapi: bytes | None = None
         self.sync_tokens = SyncTokens()
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
@@ -86,6 +91,18 @@ class Gateway:
             self._graphql = GraphQLEndpoint(self.settings, self.executor, self.tokens,
                                             self.admission)
         return self._graphql
+
+    def openapi(self) -> bytes:
+        """The REST API's description, its server URL set to where this gateway is mounted.
+
+        Read at the first request: most gateways are never asked for it.
+        """
+        if self._openapi is None:
+            document = orjson.loads(
+                resources.files("redis_gateway").joinpath("openapi.json").read_bytes())
+            document["servers"][0]["url"] = self._base or "/"
+            self._openapi = json_body(document)
+        return self._openapi
 
     async def _fetch_token_record(self, token_hash: str) -> tuple[Any, Any]:
         (reply,) = await self.backends["default"].run(
@@ -188,6 +205,8 @@ class Gateway:
                 )
             if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
                 response = await self._health(path)
+            elif path == "/openapi.json" and method in ("GET", "HEAD"):
+                response = Response(200, self.openapi(), [JSON_TYPE])
             elif path == "/graphql" and method in ("GET", "POST"):
                 response = await self.graphql().handle(request)
             elif (path == "/console" or path.startswith("/console/")) and \

@@ -82,7 +82,10 @@ def resp2_body(replies: Sequence[Any], limit: int) -> bytes:
     size = 0
     for reply in replies:
         if isinstance(reply, GatewayError):
-            part = b"-" + reply.message.encode() + b"\r\n"
+            # An error line ends at CR LF, and messages quote the request: blank its line
+            # breaks (as Redis does in its own errors), or a request could forge replies.
+            line = reply.message.replace("\r", " ").replace("\n", " ")
+            part = b"-" + line.encode() + b"\r\n"
         else:
             part = encode_resp2(reply)
         size += len(part)
