@@ -104,6 +104,11 @@ def check_record(record: TokenRecord, backends: Iterable[str]) -> None:
                              "ISO 8601") from None
     if record.backend not in backends:
         raise BadRequest(f"token '{record.name}': backend '{record.backend}' is not configured")
+    for key in ("concurrency", "reserved", "rate", "burst"):
+        value = getattr(record, key)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)
+                                  or value < (0 if key in ("rate", "burst") else 1)):
+            raise BadRequest(f"token '{record.name}': {key} {value!r} is out of range")
 
 
 # The tokens file -------------------------------------------------------------------

@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="a preset (read-only, read-write, admin) and/or ACL rules")
     create.add_argument("--expires", help="ISO 8601 time, or a duration such as 30d, 12h, 45m")
     create.add_argument("--backend", default="default")
+    for flag, kind, text in (("--concurrency", int, "requests in flight at once"),
+                             ("--reserved", int, "reserved connections held at once"),
+                             ("--rate", float, "requests per second"),
+                             ("--burst", int, "requests at once above the rate")):
+        create.add_argument(flag, type=kind, help=f"this token's share: {text} "
+                            "(default: the [limits] token_* settings)")
     create.set_defaults(run=_token_create)
     listing = token.add_parser("list", help="list tokens (names and rules, never secrets)")
     listing.set_defaults(run=_token_list)
@@ -212,6 +218,7 @@ def _token_create(args: argparse.Namespace) -> int:
     record = TokenRecord(
         name=args.name, hash=hash_token(token), rules=args.rules, expires=expires,
         backend=args.backend, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        concurrency=args.concurrency, reserved=args.reserved, rate=args.rate, burst=args.burst,
     )
     check_record(record, settings.backends)
     if settings.token_store == "redis":
