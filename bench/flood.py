@@ -1,0 +1,268 @@
+"""Flood benchmark: one token attacks the gateway while another runs the single-GET load.
+
+    .venv/bin/python bench/flood.py [--duration 10] [--connections 20] [--attackers 24]
+
+Everything on loopback: a throwaway redis-server, one gateway process, wrk for the victim
+(``POST / ["GET","flood:k"]`` with the victim's token) and an attacker process that, with a
+token of its own, keeps up the worst of issue 10's reproductions at once:
+
+- commands that wait: ``WAIT 1 3000``, ``XREAD BLOCK\\0 0``, ``BLPOP k 0x1p20``, many
+  ``XREAD BLOCK`` at a time (reserved connections);
+- replies too large for the limit: ``SRANDMEMBER k -3000000`` in JSON, resp2 and typed;
+  a reply nested 3,000 deep;
+- GraphQL: the 22-fragment bomb and a 4 MB document;
+- slow clients: bodies that never finish; 300 pipelined GETs of a 1 MB value on a socket
+  that never reads.
+
+The victim runs three times in one run: alone, under the attack from a token with a share
+(``concurrency``/``rate`` as an operator would give an untrusted token), and under the same
+attack from a token with the defaults. Printed: the victim's req/s, p50, p99 for each, the
+ratios to the quiet run, the gateway's peak RSS, and what the attacker's requests got.
+Runaway scripts are measured apart (``--script``): Redis answers nobody while one runs,
+until its busy-reply-threshold, so no gateway can keep a victim's latency then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from redis_gateway.auth import hash_token, new_token
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import (  # bench/ is not a package
+    BENCH_DIR,
+    BenchError,
+    Services,
+    Workload,
+    free_port,
+    redis_call,
+    run_wrk,
+    wait_until,
+)
+
+MB = 1 << 20
+BOMB = "query { ...F0 }\n" + "".join(
+    f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}\n" for i in range(22)) + \
+    "fragment F22 on Query { __typename }\n"
+DEEP = "local t = {} local c = t for i = 1, 3000 do local n = {} c[1] = n c = n end return t"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--connections", type=int, default=20)
+    p.add_argument("--attackers", type=int, default=24, help="concurrent attack tasks")
+    p.add_argument("--attack", metavar="URL", help=argparse.SUPPRESS)  # the attacker process
+    p.add_argument("--token", help=argparse.SUPPRESS)
+    p.add_argument("--until", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--report", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.attack:
+        outcome = asyncio.run(attack(args.attack, args.token, args.until, args.attackers))
+        Path(args.report).write_text(json.dumps(outcome))
+        return 0
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"flood: {exc}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="redis-gateway-flood-"))
+    services = Services(tmp)
+    try:
+        ports: set[int] = set()
+        redis_port, gateway_port = free_port(ports), free_port(ports)
+        redis = services.start("redis", ["redis-server", "--port", str(redis_port), "--bind",
+                                         "127.0.0.1", "--save", "", "--appendonly", "no",
+                                         "--dir", str(tmp)])
+        wait_until(redis, lambda: redis_call(redis_port, "PING") == b"PONG", "PING")
+        redis_call(redis_port, "SET", "flood:k", "v" * 32)
+        redis_call(redis_port, "SADD", "flood:one", "member")
+        redis_call(redis_port, "SET", "flood:big", "b" * MB)
+        tokens = {name: new_token() for name in ("victim", "shared", "defaults")}
+        config = [f'redis = "redis://127.0.0.1:{redis_port}"', f"port = {gateway_port}",
+                  'log_level = "warning"', f'tokens_file = "{tmp / "tokens.json"}"',
+                  "[limits]", "max_reply_bytes = 4194304", "command_timeout = 5",
+                  "max_block_seconds = 5"]
+        shares = {"victim": "", "defaults": "",
+                  "shared": "concurrency = 16\nrate = 200\nburst = 50\n"}
+        for name, token in tokens.items():
+            config += ["[[tokens]]", f'name = "{name}"', f'hash = "{hash_token(token)}"',
+                       'rules = "read-write"', shares[name]]
+        (tmp / "gateway.toml").write_text("\n".join(config) + "\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_GATEWAY_")}
+        gateway = services.start("gateway", [sys.executable, "-m", "redis_gateway", "serve",
+                                             "--config", str(tmp / "gateway.toml")], env=env)
+        url = f"http://127.0.0.1:{gateway_port}"
+        wait_until(gateway, lambda: _ready(url), "/readyz")
+
+        victim = Workload("get", "single GET (victim)", "gateway", url + "/", "gateway.lua",
+                          env={"BENCH_BODY": '["GET","flood:k"]', "BENCH_TOKEN":
+                               tokens["victim"]})
+        wrk_args = argparse.Namespace(wrk_threads=2, connections=args.connections)
+        run_wrk(wrk_args, victim, 2)  # warm-up
+        results: dict[str, Any] = {"quiet": run_wrk(wrk_args, victim, args.duration)}
+        attacks: dict[str, Any] = {}
+        for attacker in ("shared", "defaults"):
+            report = tmp / f"attack-{attacker}.json"
+            until = time.time() + args.duration + 3
+            proc = subprocess.Popen([sys.executable, __file__, "--attack", url, "--token",
+                                     tokens[attacker], "--until", str(until), "--attackers",
+                                     str(args.attackers), "--report", str(report)])
+            try:
+                time.sleep(2)  # the attack reaches full strength before the victim starts
+                results[attacker] = run_wrk(wrk_args, victim, args.duration)
+                proc.wait(timeout=args.duration + 60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            attacks[attacker] = json.loads(report.read_text())
+            wait_until(gateway, lambda: _ready(url), "/readyz after the attack")
+        rss = _peak_rss(gateway.proc.pid)
+        print_report(results, attacks, rss)
+        out = BENCH_DIR / "results"
+        out.mkdir(exist_ok=True)
+        (out / f"flood-{int(time.time())}.json").write_text(json.dumps(
+            {"victim": results, "attacks": attacks, "gateway_peak_rss": rss}, indent=2))
+        return 0
+    finally:
+        services.stop_all()
+
+
+def print_report(results: dict[str, Any], attacks: dict[str, Any], rss: int) -> None:
+    quiet = results["quiet"]
+    print(f"\n{'victim single GET':<34} {'req/s':>10} {'p50':>9} {'p99':>9}  vs quiet")
+    for name, title in (("quiet", "alone"), ("shared", "attacker with a share"),
+                        ("defaults", "attacker with the defaults")):
+        r = results[name]
+        rps = r["requests"] / (r["duration_us"] / 1e6)
+        p50, p99 = r["latency_us"]["p50"], r["latency_us"]["p99"]
+        ratio = "" if name == "quiet" else \
+            f"  p99 x{p99 / quiet['latency_us']['p99']:.2f}, " \
+            f"req/s x{rps / (quiet['requests'] / (quiet['duration_us'] / 1e6)):.2f}"
+        bad = sum(r["errors"].values())
+        print(f"  {title:<32} {rps:>10,.0f} {p50 / 1000:>7.2f}ms {p99 / 1000:>7.2f}ms{ratio}"
+              + (f"  ({bad} errors)" if bad else ""))
+    print(f"gateway peak RSS: {rss / MB:.0f} MiB")
+    for name, outcome in attacks.items():
+        print(f"attacker ({name}): " + ", ".join(f"{k} {v}" for k, v in
+                                                  sorted(outcome.items())))
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _peak_rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1]) * 1024
+
+
+# the attacker -------------------------------------------------------------------------------
+async def attack(url: str, token: str, until: float, tasks: int) -> dict[str, int]:
+    outcomes: Counter[str] = Counter()
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=tasks * 2, max_keepalive_connections=tasks)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
+                                 limits=limits) as client:
+        kinds = [_waits, _big_replies, _graphql, _deep, _slow_bodies, _unread_pipeline]
+        await asyncio.gather(*(_loop(kinds[i % len(kinds)], client, url, token, until,
+                                     outcomes) for i in range(tasks)))
+    return dict(outcomes)
+
+
+async def _loop(kind: Any, client: httpx.AsyncClient, url: str, token: str, until: float,
+                outcomes: Counter[str]) -> None:
+    while time.time() < until:
+        try:
+            for status in await kind(client, url, token):
+                outcomes[f"{kind.__name__.strip('_')}:{status}"] += 1
+        except (httpx.HTTPError, OSError) as exc:
+            outcomes[f"{kind.__name__.strip('_')}:{type(exc).__name__}"] += 1
+
+
+async def _waits(client: httpx.AsyncClient, _url: str, _token: str) -> list[int]:
+    bodies = [["WAIT", "1", "3000"], ["XREAD", "BLOCK\x00", "0", "STREAMS", "flood:s", "$"],
+              ["BLPOP", "flood:empty", "0x1p20"],
+              ["XREAD", "BLOCK", "10000", "STREAMS", "flood:s2", "$"]]
+    replies = await asyncio.gather(*(client.post("/", json=b) for b in bodies))
+    return [r.status_code for r in replies]
+
+
+async def _big_replies(client: httpx.AsyncClient, _url: str, _token: str) -> list[int]:
+    body = ["SRANDMEMBER", "flood:one", "-3000000"]
+    formats = [{}, {"Upstash-Response-Format": "resp2"}, {"Redis-Reply-Format": "typed-resp3"}]
+    replies = [await client.post("/", json=body, headers=h) for h in formats]
+    replies.append(await client.post("/pipeline", json=[["GET", "flood:big"]] * 8))
+    return [r.status_code for r in replies]
+
+
+async def _graphql(client: httpx.AsyncClient, _url: str, token: str) -> list[int]:
+    headers = {"x-api-key": token}
+    big = "{ " + "__typename " * (4 * MB // 11) + "}"
+    replies = [await client.post("/graphql", json={"query": BOMB}, headers=headers),
+               await client.post("/graphql", content=json.dumps({"query": big}),
+                                 headers=headers)]
+    return [r.status_code for r in replies]
+
+
+async def _deep(client: httpx.AsyncClient, _url: str, _token: str) -> list[int]:
+    return [(await client.post("/", json=["EVAL", DEEP, "0"])).status_code]
+
+
+async def _slow_bodies(_client: httpx.AsyncClient, url: str, token: str) -> list[int]:
+    """A POST announcing 9 MB that sends a few bytes now and then, until the gateway hangs
+    up (its body deadline)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                 f"Content-Length: {9 * MB}\r\n\r\n".encode())
+    try:
+        while True:
+            writer.write(b"[" * 64)
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(1024), 1.0)
+            if data or reader.at_eof():
+                return [int(data.split(b" ")[1]) if data else 0]
+    except (TimeoutError, ConnectionError):
+        return [0]
+    finally:
+        writer.close()
+
+
+async def _unread_pipeline(_client: httpx.AsyncClient, url: str, token: str) -> list[int]:
+    """300 pipelined GETs of a 1 MB value on a socket that reads nothing for a while."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setblocking(False)
+    request = (f"GET /get/flood:big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}"
+               "\r\n\r\n").encode()
+    try:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, request * 300)
+        await asyncio.sleep(5)
+        return [1]
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
