@@ -156,14 +156,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_uvicorn(app: Any, settings: settings_mod.Settings) -> int:
+    import math
+
     import uvicorn
 
+    limits = settings.limits
+    # The limits uvicorn has a knob for (README, "Limits of the HTTP server" says what
+    # differs); the body deadline is the app's own (http.read_body).
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port,
         loop="uvloop" if _has("uvloop") else "asyncio",
         http="httptools" if _has("httptools") else "h11", lifespan="on",
         access_log=False, log_level=settings.log_level, server_header=False,
         proxy_headers=False,  # nothing here reads the client's address
+        backlog=2048, limit_concurrency=limits.max_connections,
+        timeout_keep_alive=math.ceil(limits.keep_alive_timeout),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
     )
     try:
         uvicorn.Server(config).run()

@@ -58,6 +58,13 @@ class LimitExceeded(GatewayError):
     status = 413
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send the whole request in time; it was not run."""
+
+    kind = "RequestTimeout"
+    status = 408
+
+
 class RedisUnavailable(GatewayError):
     """Redis cannot be reached, or no connection is free; the request was not run."""
 

@@ -6,6 +6,7 @@ per request (``DESIGN.md``), more than the rest of a GET's own work.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -14,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from .errors import LimitExceeded
+from .errors import LimitExceeded, RequestTimeout
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,30 +79,42 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """An ASGI request's whole body, refused past ``limit`` bytes."""
+async def read_body(scope: Scope, receive: Receive, limit: int, timeout: float) -> bytes:
+    """An ASGI request's whole body: refused past ``limit`` bytes (before any is read when
+    Content-Length says so, so that no ``100 Continue`` is sent), and past ``timeout``
+    seconds for all of it to arrive."""
     declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-        more = message.get("more_body", False)
+    try:
+        async with asyncio.timeout(timeout):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+    except TimeoutError:
+        raise too_slow(timeout) from None
     return b"".join(chunks)
 
 
 def too_large(limit: int) -> LimitExceeded:
     return LimitExceeded(
         f"the request body is larger than {limit} bytes (limits.max_body_bytes)"
+    )
+
+
+def too_slow(timeout: float) -> RequestTimeout:
+    return RequestTimeout(
+        f"the request body did not arrive within {timeout:g} s (limits.body_timeout)"
     )
 
 

@@ -79,10 +79,24 @@ class LimitSettings:
     # After a failed connect, requests fail at once for this long instead of each
     # waiting for its own connect attempt.
     reconnect_backoff: float = 0.5
-    # The built-in HTTP server: seconds a client may take to send a request's head (slow
-    # clients would otherwise hold connections), and seconds an idle connection is kept.
+    # The HTTP server: seconds a client may take to send a request's head (slow clients
+    # would otherwise hold connections), its body (after the head), and seconds an idle
+    # connection is kept.
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     keep_alive_timeout: float = 75.0
+    # Open client connections; past it a new one is answered 503 and closed.
+    max_connections: int = 1000
+    max_header_bytes: int = 64 * 1024
+    # The built-in server only. A connection stops being read while this many of its
+    # requests wait for the app, or while its client leaves more than write_buffer_bytes
+    # of responses unread; such a client must read some every write_timeout seconds.
+    max_pipelined_requests: int = 16
+    write_buffer_bytes: int = 64 * 1024
+    write_timeout: float = 30.0
+    # Bytes of requests received but not yet taken by the app (bodies still arriving,
+    # pipelined requests), over all connections, beyond max_header_bytes each.
+    max_pending_request_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
