@@ -11,6 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from redis_gateway import settings
+from redis_gateway.settings import SettingsError
+
 from support import GatewayProcess, RedisServer, redis_command
 
 
@@ -126,6 +129,12 @@ def test_expect_100_continue_comes_only_after_the_size_check(small: GatewayProce
     (response,) = exchange(small, head)  # the body is never sent: the client waits
     assert response.startswith(b"HTTP/1.1 413 ")
     assert "limits.max_body_bytes" in body_of(response)["error"]  # type: ignore[index]
+
+
+def test_a_request_budget_smaller_than_the_largest_body_stops_the_start() -> None:
+    with pytest.raises(SettingsError, match=r"limits\.max_pending_request_bytes: must be "
+                                            r"at least max_body_bytes"):
+        settings.load(env={"REDIS_GATEWAY_LIMITS__MAX_PENDING_REQUEST_BYTES": "1000"})
 
 
 # Bounds, each tried the way an attacker would, with a victim measured meanwhile --------------

@@ -12,7 +12,7 @@ It hands the gateway a whole ``Request`` and writes its ``Response``: the same o
 the ASGI adapter (``app.Gateway.__call__``) makes, so the front doors cannot tell the two
 servers apart.
 
-No client can make it hold unbounded time or memory (README, "Limits of the built-in
+No client can make it hold unbounded time or memory (README, "Limits of the HTTP
 server"): every request has deadlines for its head and its body, a connection whose
 client does not read its responses stops being read, a connection queues a bounded
 number of requests, the connections are capped, and what all of them hold beyond a

@@ -229,6 +229,11 @@ def _finish(settings: Settings) -> Settings:
             value = getattr(values, f.name)
             if not isinstance(value, bool) and value <= 0:
                 raise SettingsError(f"{section}.{f.name}: must be greater than 0")
+    limits = settings.limits
+    if limits.max_pending_request_bytes < limits.max_body_bytes:
+        raise SettingsError(f"limits.max_pending_request_bytes: must be at least max_body_bytes "
+                            f"({limits.max_body_bytes}), or the largest body allowed could "
+                            "never be received")
     backends = dict(settings.backends)
     default = backends.get("default", BackendSettings())
     if settings.redis:
