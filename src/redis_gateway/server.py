@@ -43,8 +43,8 @@ REQUEST_COST = 400
 HEADER_COST = 100
 # Data is parsed at most this many bytes at a time, so a connection that must stop (its
 # queue is full) stops within this much of the request that filled it; the rest waits
-# as bytes, compact, until the queue drains. Smaller costs a parser call per 4 KiB of a
-# large body.
+# as bytes, compact, until the queue drains. The price is a parser call per 4 KiB of a
+# large body: 6 ms to receive 10 MiB here, where orjson takes 22 ms to parse it.
 PARSE_STEP = 4096
 # After a last response (an error), how long the client has to read it before the
 # connection is dropped. Closing at once, with the client's data still unread, sends a
@@ -412,7 +412,7 @@ class HttpConnection(asyncio.Protocol):
                 "(limits.header_timeout)")
 
     def close_if_idle(self) -> None:
-        if not self._queue and self._current is None and not self._running:
+        if self._finished or not (self._queue or self._current or self._running):
             self._transport.close()
 
     # serving -------------------------------------------------------------------------
@@ -544,10 +544,10 @@ async def serve(app: Handler, host: str, port: int, limits: LimitSettings) -> No
     try:
         await stop.wait()
     finally:
-        sweeper.cancel()
         state.stopping = True
         server.close()
         for conn in list(state.connections):
             conn.close_if_idle()
-        await server.wait_closed()
+        await server.wait_closed()  # the sweep goes on: deadlines end the slow ones
+        sweeper.cancel()
         await app.close()
