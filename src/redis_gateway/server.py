@@ -94,14 +94,18 @@ class RequestState:
         self.expect: bytes | None = None
         self.continue_due = False  # 100 Continue is owed once the responses before it are sent
         self.head_bytes = 0
-        self.held = REQUEST_COST  # memory it holds, as counted against the limits
+        self.held = 0  # memory it holds, as counted against the limits: set when complete
         self.deadline = deadline  # for the rest of it to arrive
         self.response: bytes | None = None  # a refusal, sent instead of running the app
+
+    def size(self) -> int:
+        """The memory it holds, as counted against the limits."""
+        return REQUEST_COST + self.head_bytes + len(self.headers) * HEADER_COST + len(self.body)
 
     @classmethod
     def refusal(cls, response: bytes) -> RequestState:
         refused = cls(0.0)
-        refused.response, refused.held = response, 0
+        refused.response = response
         return refused
 
 
@@ -119,6 +123,11 @@ class HttpConnection(asyncio.Protocol):
         self._state = state
         self._limits = state.limits
         self._app = state.app
+        # The limits read on every request.
+        self._max_head = state.limits.max_header_bytes
+        self._max_queue = state.limits.max_pipelined_requests
+        # Below it an announced body needs no check: it fits the connection's allowance.
+        self._small_body = min(state.limits.max_body_bytes, state.limits.max_header_bytes)
         self._parser = httptools.HttpRequestParser(self)
         # Set by connection_made, before any other call.
         self._transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -126,6 +135,7 @@ class HttpConnection(asyncio.Protocol):
         self._current: RequestState | None = None  # the request being received
         self._queue: deque[RequestState] = deque()  # received, waiting for the app
         self._running = False  # the app has a request of this connection
+        self._queued_bytes = 0  # the queue's requests' sizes
         self._charged = 0  # what this connection adds to state.pending_bytes
         self._unparsed = b""  # received while it had to wait: parsed when it may go on
         self._reading = True
@@ -166,8 +176,9 @@ class HttpConnection(asyncio.Protocol):
         self._state.connections.discard(self)
         self._current = None
         self._queue.clear()
+        self._queued_bytes = 0
         self._unparsed = b""
-        self._settle()
+        self._settle(0)
         self._wake()
 
     def data_received(self, data: bytes) -> None:
@@ -175,8 +186,12 @@ class HttpConnection(asyncio.Protocol):
             return  # after a last response: dropped until the client closes
         if self._unparsed:  # sent before reading paused: after what came first
             self._unparsed += data
-            return
-        self._receive(data)
+        elif len(data) <= PARSE_STEP:  # the common case, in one step
+            if self._parse(data) and (self._write_paused or self._charged or not self._reading
+                                      or len(self._queue) >= self._max_queue):
+                self._update_reading()
+        else:
+            self._receive(data)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -197,7 +212,9 @@ class HttpConnection(asyncio.Protocol):
         request = self._current
         assert request is not None
         request.url += url
-        self._grow_head(request, len(url), 0)
+        request.head_bytes += len(url)
+        if request.head_bytes > self._max_head:
+            self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self._current
@@ -208,7 +225,9 @@ class HttpConnection(asyncio.Protocol):
             request.content_length = value
         elif name == b"expect":
             request.expect = value
-        self._grow_head(request, len(name) + len(value) + 4, HEADER_COST)  # "name: value\r\n"
+        request.head_bytes += len(name) + len(value) + 4  # "name: value\r\n"
+        if request.head_bytes > self._max_head:
+            self._head_too_large()
 
     def on_headers_complete(self) -> None:
         request = self._current
@@ -218,7 +237,8 @@ class HttpConnection(asyncio.Protocol):
         request.version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
         request.deadline = self._loop.time() + self._limits.body_timeout
-        if request.content_length is not None or request.expect is not None:
+        if request.expect is not None or (request.content_length is not None and
+                                          int(request.content_length) > self._small_body):
             self._check_announced(request)
 
     def on_body(self, body: bytes) -> None:
@@ -232,54 +252,58 @@ class HttpConnection(asyncio.Protocol):
             if type(request.body) is bytes:  # a second chunk: grow in place from now on
                 request.body = bytearray(request.body)
             request.body += body
-        request.held += len(body)
 
     def on_message_complete(self) -> None:
         request = self._current
         assert request is not None
-        if self._parser.should_upgrade():
-            self._refuse(400, "upgrades (WebSocket) are not served here")
         self._current = None
+        # request.size(), inlined: this runs for every request.
+        held = request.held = (REQUEST_COST + request.head_bytes
+                               + len(request.headers) * HEADER_COST + len(request.body))
+        self._queued_bytes += held
         self._queue.append(request)
         self._wake()
 
     # receiving ---------------------------------------------------------------------------
     def _receive(self, data: bytes) -> None:
         """Parse what arrived, a step at a time, until the connection must wait."""
-        view = memoryview(data) if len(data) > PARSE_STEP else None
-        start = 0
-        while True:
-            chunk = data if view is None else view[start:start + PARSE_STEP]
-            start += len(chunk)
-            try:
-                self._parser.feed_data(chunk)
-            except httptools.HttpParserUpgrade:
-                return  # refused in on_message_complete
-            except httptools.HttpParserError as exc:
-                if not self._closing:  # else a callback refused the request
-                    self._refuse_now(400, f"malformed HTTP request: {exc}")
+        view = memoryview(data)
+        for start in range(0, len(data), PARSE_STEP):
+            if not self._parse(view[start:start + PARSE_STEP]):
                 return
-            self._settle()
+            if self._must_wait() and start + PARSE_STEP < len(data):
+                self._unparsed = bytes(view[start + PARSE_STEP:])
+                break
+        self._update_reading()
+
+    def _parse(self, data: bytes | memoryview) -> bool:
+        """Parse one step; False if that ended the connection's requests (refused)."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Raised after on_message_complete queued the upgrade request: not run.
+            self._queued_bytes -= self._queue.pop().held
+            self._refuse_now(400, "upgrades (WebSocket) are not served here")
+            return False
+        except httptools.HttpParserError as exc:
+            if not self._closing:  # else a callback refused the request
+                self._refuse_now(400, f"malformed HTTP request: {exc}")
+            return False
+        current = self._current
+        held = self._queued_bytes if current is None else self._queued_bytes + current.size()
+        if held > self._max_head or self._charged:
+            self._settle(held)
             if self._charged and self._over_budget() and not self._queue:
                 self._refuse_now(503, f"the gateway holds {self._limits.max_pending_request_bytes}"
                                       " bytes of requests not yet answered "
                                       "(limits.max_pending_request_bytes); retry later",
                                  [_RETRY_SOON])
-                return
-            if start >= len(data):
-                break
-            if self._must_wait():
-                assert view is not None
-                self._unparsed = bytes(view[start:])
-                break
-        self._update_reading()
+                return False
+        return True
 
-    def _grow_head(self, request: RequestState, size: int, cost: int) -> None:
-        request.head_bytes += size
-        request.held += size + cost
-        if request.head_bytes > self._limits.max_header_bytes:
-            self._refuse(431, f"the request's head is larger than "
-                              f"{self._limits.max_header_bytes} bytes (limits.max_header_bytes)")
+    def _head_too_large(self) -> None:
+        self._refuse(431, f"the request's head is larger than {self._max_head} bytes "
+                          "(limits.max_header_bytes)")
 
     def _check_announced(self, request: RequestState) -> None:
         """Refuse a body by its announced size before it is sent; then 100 Continue."""
@@ -303,12 +327,11 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._transport.write(_CONTINUE)
 
-    def _settle(self) -> None:
+    def _settle(self, held: int) -> None:
         """Count what this connection holds beyond its allowance in the shared total."""
-        held = self._current.held if self._current is not None else 0
-        for request in self._queue:
-            held += request.held
-        excess = max(0, held - self._limits.max_header_bytes)
+        excess = held - self._max_head
+        if excess < 0:
+            excess = 0
         if excess != self._charged:
             self._state.pending_bytes += excess - self._charged
             self._charged = excess
@@ -319,7 +342,7 @@ class HttpConnection(asyncio.Protocol):
     def _must_wait(self) -> bool:
         """Stop taking requests: the client is not reading its responses, too many wait,
         or they hold more than the shared budget allows (until the app takes them)."""
-        return (self._write_paused or len(self._queue) >= self._limits.max_pipelined_requests
+        return (self._write_paused or len(self._queue) >= self._max_queue
                 or bool(self._queue and self._charged and self._over_budget()))
 
     def _update_reading(self) -> None:
@@ -357,7 +380,7 @@ class HttpConnection(asyncio.Protocol):
         self._unparsed = b""
         self._closing = True
         self._queue.append(RequestState.refusal(error_response(status, message, headers)))
-        self._settle()
+        self._settle(self._queued_bytes)
         self._update_reading()  # read and drop what the client still sends
         self._wake()
 
@@ -420,22 +443,24 @@ class HttpConnection(asyncio.Protocol):
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
-    async def _wait(self) -> None:
-        self._wakeup = self._loop.create_future()
-        await self._wakeup
-        self._wakeup = None
-
     async def _serve(self) -> None:
         while not self._lost:
             # A response is produced only when the client has read the ones before it
             # down to the high-water mark: an unread connection holds at most one more.
             if not self._queue or self._write_paused:
-                await self._wait()
+                self._wakeup = self._loop.create_future()
+                await self._wakeup
+                self._wakeup = None
                 continue
             request = self._queue.popleft()
+            self._queued_bytes -= request.held
             self._running = True  # before reading on: a 100 Continue now would come too soon
-            self._settle()  # the app has it now: its bytes are the app's
-            self._update_reading()
+            if self._charged:  # the app has it now: its bytes are the app's
+                current = self._current
+                self._settle(self._queued_bytes if current is None
+                             else self._queued_bytes + current.size())
+            if not self._reading:
+                self._update_reading()
             if request.response is not None:
                 self._finish(request.response)
                 return
