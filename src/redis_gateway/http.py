@@ -89,21 +89,34 @@ async def read_body(scope: Scope, receive: Receive, limit: int, timeout: float) 
     chunks: list[bytes] = []
     size = 0
     more = True
+    # A timer that cancels this task, rather than asyncio.timeout(): counted with
+    # valgrind, a GET through this path takes 20 % more instructions with that, 4 % with
+    # this.
+    task = asyncio.current_task()
+    assert task is not None
+    deadline = asyncio.get_running_loop().call_later(timeout, task.cancel, _LATE_BODY)
     try:
-        async with asyncio.timeout(timeout):
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    break
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-    except TimeoutError:
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+    except asyncio.CancelledError as exc:
+        if exc.args != (_LATE_BODY,):
+            raise
+        task.uncancel()
         raise too_slow(timeout) from None
+    finally:
+        deadline.cancel()
     return b"".join(chunks)
+
+
+_LATE_BODY = "the request body did not arrive in time"
 
 
 def too_large(limit: int) -> LimitExceeded:

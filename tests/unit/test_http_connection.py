@@ -17,7 +17,8 @@ from typing import Any
 import httptools
 import pytest
 
-from redis_gateway.http import JSON_TYPE, Request, Response, json_body
+from redis_gateway.errors import LimitExceeded, RequestTimeout
+from redis_gateway.http import JSON_TYPE, Request, Response, json_body, read_body
 from redis_gateway.server import (
     HEADER_COST,
     PARSE_STEP,
@@ -539,3 +540,37 @@ async def test_connections_past_the_cap_get_503_and_the_others_are_served(
     second.connection_lost(None)
     fourth, fourth_transport = make()  # a place is free again
     assert not fourth_transport.sent and fourth in first._state.connections
+
+
+# the ASGI path's body reader (uvicorn, Mangum) --------------------------------------------
+def scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    return {"type": "http", "headers": list(headers)}
+
+
+async def test_read_body_joins_the_messages_and_refuses_past_the_limit() -> None:
+    parts = iter([b"ab", b"cd", b""])
+
+    async def receive() -> dict[str, Any]:
+        body = next(parts)
+        return {"type": "http.request", "body": body, "more_body": bool(body)}
+
+    assert await read_body(scope(), receive, 10, 5.0) == b"abcd"
+    with pytest.raises(LimitExceeded, match=r"limits\.max_body_bytes"):
+        await read_body(scope((b"content-length", b"11")), receive, 10, 5.0)
+
+
+async def test_read_body_that_never_comes_is_a_408_and_other_cancels_pass() -> None:
+    async def never() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    with pytest.raises(RequestTimeout, match=r"within 0\.05 s \(limits\.body_timeout\)"):
+        await read_body(scope(), never, 10, 0.05)
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0  # nothing left behind
+
+    reader = asyncio.ensure_future(read_body(scope(), never, 10, 60))
+    await asyncio.sleep(0)
+    reader.cancel()  # a cancel from elsewhere (shutdown) stays a cancel
+    with pytest.raises(asyncio.CancelledError):
+        await reader
