@@ -257,10 +257,8 @@ class HttpConnection(asyncio.Protocol):
         request = self._current
         assert request is not None
         self._current = None
-        # request.size(), inlined: this runs for every request.
-        held = request.held = (REQUEST_COST + request.head_bytes
-                               + len(request.headers) * HEADER_COST + len(request.body))
-        self._queued_bytes += held
+        request.held = request.size()
+        self._queued_bytes += request.held
         self._queue.append(request)
         self._wake()
 
@@ -289,8 +287,7 @@ class HttpConnection(asyncio.Protocol):
             if not self._closing:  # else a callback refused the request
                 self._refuse_now(400, f"malformed HTTP request: {exc}")
             return False
-        current = self._current
-        held = self._queued_bytes if current is None else self._queued_bytes + current.size()
+        held = self._held()
         if held > self._max_head or self._charged:
             self._settle(held)
             if self._charged and self._over_budget() and not self._queue:
@@ -311,10 +308,11 @@ class HttpConnection(asyncio.Protocol):
         length = int(request.content_length or 0)  # llhttp has checked it is a number
         if length > limits.max_body_bytes:
             self._refuse(413, too_large(limits.max_body_bytes).message)
-        # With requests queued before it, it waits for room instead (see _must_wait).
-        if length > limits.max_header_bytes and not self._queue and length > \
-                limits.max_header_bytes + max(0, limits.max_pending_request_bytes
-                                              - self._state.pending_bytes):
+        # What it may hold: its allowance and what is left of the shared budget. With
+        # requests queued before it, it waits for room instead (see _must_wait).
+        room = limits.max_header_bytes + max(
+            0, limits.max_pending_request_bytes - self._state.pending_bytes)
+        if length > room and not self._queue:
             self._refuse(503, f"the gateway holds too many bytes of requests not yet answered "
                               f"to take {length} more (limits.max_pending_request_bytes); "
                               "retry later", [_RETRY_SOON])
@@ -326,6 +324,11 @@ class HttpConnection(asyncio.Protocol):
             request.continue_due = True  # after the responses before it, in order
         else:
             self._transport.write(_CONTINUE)
+
+    def _held(self) -> int:
+        """What this connection holds for requests the app has not taken."""
+        current = self._current
+        return self._queued_bytes if current is None else self._queued_bytes + current.size()
 
     def _settle(self, held: int) -> None:
         """Count what this connection holds beyond its allowance in the shared total."""
@@ -380,7 +383,7 @@ class HttpConnection(asyncio.Protocol):
         self._unparsed = b""
         self._closing = True
         self._queue.append(RequestState.refusal(error_response(status, message, headers)))
-        self._settle(self._queued_bytes)
+        self._settle(self._held())
         self._update_reading()  # read and drop what the client still sends
         self._wake()
 
@@ -456,9 +459,7 @@ class HttpConnection(asyncio.Protocol):
             self._queued_bytes -= request.held
             self._running = True  # before reading on: a 100 Continue now would come too soon
             if self._charged:  # the app has it now: its bytes are the app's
-                current = self._current
-                self._settle(self._queued_bytes if current is None
-                             else self._queued_bytes + current.size())
+                self._settle(self._held())
             if not self._reading:
                 self._update_reading()
             if request.response is not None:
