@@ -252,23 +252,29 @@ def test_slow_bodies_hold_no_more_than_the_budget(bounded: GatewayProcess) -> No
                 for _ in range(size // len(piece) - 1):  # all but the end
                     sock.sendall(b"40000\r\n" + piece + b"\r\n" if chunked else piece)
                     time.sleep(0.01)
-            except OSError:
-                pass  # refused and dropped
-            answers.append(sock.recv(4096))
+                answers.append(sock.recv(4096))
+            except TimeoutError:  # neither answered nor closed within 10 s
+                answers.append(b"held")
+            except OSError:  # refused, and dropped after the linger time
+                answers.append(b"")
 
     attackers = [threading.Thread(target=trickle, args=(i,)) for i in range(20)]
     for thread in attackers:
         thread.start()
+    attacked: list[float] = []
+    peak = 0
     try:
-        attacked = victim_latencies(bounded, 30)
-        peak = max(rss_bytes(bounded) for _ in range(3))
+        while any(thread.is_alive() for thread in attackers):  # each ends with its answer
+            attacked += victim_latencies(bounded, 2)
+            peak = max(peak, rss_bytes(bounded))
     finally:
         for thread in attackers:
             thread.join(timeout=30)
-    grown = max(peak, rss_bytes(bounded)) - before
+    grown = peak - before
     report("20 slow 9 MiB bodies", quiet, attacked, grown)
+    assert b"held" not in answers
     statuses = sorted(int(a.split(b" ")[1]) for a in answers if a)
-    assert len(statuses) == 20 and set(statuses) <= {408, 503} and 503 in statuses, statuses
+    assert set(statuses) <= {408, 503} and 503 in statuses, statuses
     # What they hold is the budget, plus one body being copied as it grows, plus what
     # the allocator keeps; the 20 bodies are 180 MiB.
     assert grown < BUDGET + MAX_BODY + 16 * 1024 * 1024
