@@ -7,12 +7,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from redis_gateway import settings
-from redis_gateway.settings import SettingsError
+from redis_gateway.settings import LimitSettings, SettingsError
 
 from support import GatewayProcess, RedisServer, redis_command
 
@@ -140,15 +141,14 @@ def test_a_request_budget_smaller_than_the_largest_body_stops_the_start() -> Non
 # Bounds, each tried the way an attacker would, with a victim measured meanwhile --------------
 BODY_TIMEOUT = 2.0
 BUDGET = 16 * 1024 * 1024
-MAX_BODY = 10 * 1024 * 1024  # the default
-MAX_CONNECTIONS = 40
+MAX_BODY = LimitSettings().max_body_bytes  # the default
 
 
 @pytest.fixture(scope="module")
 def bounded(redis_server: RedisServer) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(redis_server.url, rules={"admin": "admin"}, config_extra=(
         f"[limits]\nheader_timeout = 1\nkeep_alive_timeout = 1\nbody_timeout = {BODY_TIMEOUT}\n"
-        f"max_pending_request_bytes = {BUDGET}\nmax_connections = {MAX_CONNECTIONS}\n"))
+        f"max_pending_request_bytes = {BUDGET}\n"))
     yield gw.start()
     gw.stop()
 
@@ -156,13 +156,13 @@ def bounded(redis_server: RedisServer) -> Iterator[GatewayProcess]:
 def rss_bytes(gw: GatewayProcess) -> int:
     """The gateway process's resident memory, from /proc."""
     assert gw.process is not None
-    status = open(f"/proc/{gw.process.pid}/status").read()  # noqa: SIM115 - read at once
+    status = Path(f"/proc/{gw.process.pid}/status").read_text()
     (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
     return int(line.split()[1]) * 1024
 
 
 def victim_latencies(gw: GatewayProcess, count: int = 10) -> list[float]:
-    """Seconds each of ``count`` small requests takes, on a connection of its own."""
+    """Seconds each of ``count`` small requests takes, on the victim's own connection."""
     out = []
     with gw.client() as client:
         for _ in range(count):
@@ -282,21 +282,24 @@ def test_slow_bodies_hold_no_more_than_the_budget(bounded: GatewayProcess) -> No
 
 
 def test_connections_past_the_cap_get_503_and_the_others_are_served(
-        bounded: GatewayProcess) -> None:
+        redis_server: RedisServer) -> None:
+    cap = 10
+    gw = GatewayProcess(redis_server.url, rules={"admin": "admin"},
+                        config_extra=f"[limits]\nmax_connections = {cap}\n").start()
     request = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
     held: list[socket.socket] = []
     try:
         # Fill the cap with kept-alive connections (the health check's may still be
         # closing: wait until a connection is refused rather than count on it).
         while True:
-            sock = socket.create_connection(("127.0.0.1", bounded.port), timeout=10)
+            sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
             held.append(sock)
             sock.sendall(request)
             answer = sock.recv(4096)
             if answer.startswith(b"HTTP/1.1 503"):
                 break
             assert answer.startswith(b"HTTP/1.1 200"), answer
-            assert len(held) <= MAX_CONNECTIONS
+            assert len(held) <= cap
         refused = held.pop()
         assert b"retry-after: 1" in answer
         assert "limits.max_connections" in body_of(answer)["error"]  # type: ignore[index]
@@ -308,7 +311,7 @@ def test_connections_past_the_cap_get_503_and_the_others_are_served(
         held.pop().close()
         deadline = time.monotonic() + 10
         while True:  # until the gateway has seen the close: then there is room again
-            with socket.create_connection(("127.0.0.1", bounded.port), timeout=10) as sock:
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
                 sock.sendall(request)
                 if sock.recv(4096).startswith(b"HTTP/1.1 200"):
                     break
@@ -316,6 +319,7 @@ def test_connections_past_the_cap_get_503_and_the_others_are_served(
     finally:
         for sock in held:
             sock.close()
+        gw.stop()
 
 
 def test_slow_heads_and_idle_connections_are_closed(bounded: GatewayProcess) -> None:

@@ -574,3 +574,24 @@ async def test_read_body_that_never_comes_is_a_408_and_other_cancels_pass() -> N
     reader.cancel()  # a cancel from elsewhere (shutdown) stays a cancel
     with pytest.raises(asyncio.CancelledError):
         await reader
+
+
+# the server ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("soft", "hard", "raised", "warned"), [
+    (1024, 4096, 1256, False),  # raised to fit the cap
+    (1024, 1100, 1100, True),  # as far as the hard limit allows, and said
+    (65536, 65536, None, False),  # enough already: left alone
+])
+def test_the_open_file_limit_is_raised_to_fit_the_connection_cap(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        soft: int, hard: int, raised: int | None, warned: bool) -> None:
+    import resource
+
+    from redis_gateway import server
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, hard))
+    monkeypatch.setattr(resource, "setrlimit", lambda which, limits: calls.append(limits))
+    server._allow_open_files(1000)
+    assert calls == ([] if raised is None else [(raised, hard)])
+    assert ("limits.max_connections is 1000" in caplog.text) == warned
