@@ -130,17 +130,22 @@ def _serve(args: argparse.Namespace) -> int:
     gateway = Gateway(settings, extra_tokens=extra,
                       on_shutdown=embedded.stop if embedded else None)
     base = f"http://{_display_host(settings.host)}:{settings.port}{settings.base_path}"
-    print(f"redis-gateway listening on {base}", flush=True)
-    print(f"  console: {base}/console/", flush=True)
-    print(f"  Redis: {gateway.backends['default'].label}"
-          + (" (embedded, not persisted)" if embedded else ""), flush=True)
-    if dev_token:
-        print(f"  token (this run only, {extra[0].rules}): {dev_token}", flush=True)
-        print(f"  try: curl -H 'Authorization: Bearer {dev_token}' {base}/ping", flush=True)
-    else:
-        print(f"  tokens: from configuration and {settings.tokens_file}", flush=True)
+
+    def announce() -> None:
+        # Said once the built-in server listens: whoever reads it may connect at once.
+        print(f"redis-gateway listening on {base}", flush=True)
+        print(f"  console: {base}/console/", flush=True)
+        print(f"  Redis: {gateway.backends['default'].label}"
+              + (" (embedded, not persisted)" if embedded else ""), flush=True)
+        if dev_token:
+            print(f"  token (this run only, {extra[0].rules}): {dev_token}", flush=True)
+            print(f"  try: curl -H 'Authorization: Bearer {dev_token}' {base}/ping", flush=True)
+        else:
+            print(f"  tokens: from configuration and {settings.tokens_file}", flush=True)
+
     try:
         if settings.server == "uvicorn":
+            announce()
             return _run_uvicorn(gateway, settings)
         from .server import serve
 
@@ -148,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
             import uvloop
 
             uvloop.install()
-        asyncio.run(serve(gateway, settings.host, settings.port, settings.limits))
+        asyncio.run(serve(gateway, settings.host, settings.port, settings.limits, announce))
     finally:
         if embedded:
             embedded.stop()

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import signal
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
@@ -545,7 +546,8 @@ def _allow_open_files(connections: int) -> None:
                     connections, raised)
 
 
-async def serve(app: Handler, host: str, port: int, limits: LimitSettings) -> None:
+async def serve(app: Handler, host: str, port: int, limits: LimitSettings,
+                on_listening: Callable[[], None] | None = None) -> None:
     """Run until SIGINT/SIGTERM, then finish the requests in flight and close the app."""
     loop = asyncio.get_running_loop()
     _allow_open_files(limits.max_connections)
@@ -553,6 +555,8 @@ async def serve(app: Handler, host: str, port: int, limits: LimitSettings) -> No
     await app.warm_up()
     server = await loop.create_server(lambda: HttpConnection(state), host, port,
                                       backlog=2048)
+    if on_listening is not None:
+        on_listening()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
