@@ -133,10 +133,12 @@ class Gateway:
         if scope["type"] != "http":
             return
         method: str = scope["method"]
+        limits = self.settings.limits
         try:
-            body = await read_body(scope, receive, self.settings.limits.max_body_bytes)
-        except GatewayError as exc:
+            body = await read_body(scope, receive, limits.max_body_bytes, limits.body_timeout)
+        except GatewayError as exc:  # the body is not all read: the stream is not trusted
             response = _error(exc)
+            response.headers.append((b"connection", b"close"))
         else:
             request = Request(method, scope["path"], scope.get("raw_path") or
                               scope["path"].encode(), scope.get("query_string", b""),

@@ -139,17 +139,22 @@ def _serve(args: argparse.Namespace) -> int:
     gateway = Gateway(settings, extra_tokens=extra,
                       on_shutdown=embedded.stop if embedded else None)
     base = f"http://{_display_host(settings.host)}:{settings.port}{settings.base_path}"
-    print(f"redis-gateway listening on {base}", flush=True)
-    print(f"  console: {base}/console/", flush=True)
-    print(f"  Redis: {gateway.backends['default'].label}"
-          + (" (embedded, not persisted)" if embedded else ""), flush=True)
-    if dev_token:
-        print(f"  token (this run only, {extra[0].rules}): {dev_token}", flush=True)
-        print(f"  try: curl -H 'Authorization: Bearer {dev_token}' {base}/ping", flush=True)
-    else:
-        print(f"  tokens: from configuration and {settings.tokens_file}", flush=True)
+
+    def announce() -> None:
+        # Said once the built-in server listens: whoever reads it may connect at once.
+        print(f"redis-gateway listening on {base}", flush=True)
+        print(f"  console: {base}/console/", flush=True)
+        print(f"  Redis: {gateway.backends['default'].label}"
+              + (" (embedded, not persisted)" if embedded else ""), flush=True)
+        if dev_token:
+            print(f"  token (this run only, {extra[0].rules}): {dev_token}", flush=True)
+            print(f"  try: curl -H 'Authorization: Bearer {dev_token}' {base}/ping", flush=True)
+        else:
+            print(f"  tokens: from configuration and {settings.tokens_file}", flush=True)
+
     try:
         if settings.server == "uvicorn":
+            announce()
             return _run_uvicorn(gateway, settings)
         from .server import serve
 
@@ -157,7 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
             import uvloop
 
             uvloop.install()
-        asyncio.run(serve(gateway, settings.host, settings.port, settings.limits))
+        asyncio.run(serve(gateway, settings.host, settings.port, settings.limits, announce))
     finally:
         if embedded:
             embedded.stop()
@@ -165,14 +170,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_uvicorn(app: Any, settings: settings_mod.Settings) -> int:
+    import math
+
     import uvicorn
 
+    limits = settings.limits
+    # The limits uvicorn has a knob for (README, "Limits of the HTTP server" says what
+    # differs); the body deadline is the app's own (http.read_body).
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port,
         loop="uvloop" if _has("uvloop") else "asyncio",
         http="httptools" if _has("httptools") else "h11", lifespan="on",
         access_log=False, log_level=settings.log_level, server_header=False,
         proxy_headers=False,  # nothing here reads the client's address
+        backlog=2048, limit_concurrency=limits.max_connections,
+        timeout_keep_alive=math.ceil(limits.keep_alive_timeout),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
     )
     try:
         uvicorn.Server(config).run()

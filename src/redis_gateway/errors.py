@@ -58,6 +58,13 @@ class LimitExceeded(GatewayError):
     status = 413
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send the whole request in time; it was not run."""
+
+    kind = "RequestTimeout"
+    status = 408
+
+
 class TooManyRequests(GatewayError):
     """A token passed its own share: requests in flight, request rate, reserved connections.
 

@@ -6,6 +6,7 @@ per request (``DESIGN.md``), more than the rest of a GET's own work.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -14,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from .errors import LimitExceeded
+from .errors import LimitExceeded, RequestTimeout
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,30 +79,55 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """An ASGI request's whole body, refused past ``limit`` bytes."""
+async def read_body(scope: Scope, receive: Receive, limit: int, timeout: float) -> bytes:
+    """An ASGI request's whole body: refused past ``limit`` bytes (before any is read when
+    Content-Length says so, so that no ``100 Continue`` is sent), and past ``timeout``
+    seconds for all of it to arrive."""
     declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-        more = message.get("more_body", False)
+    # A timer that cancels this task, rather than asyncio.timeout(): counted with
+    # valgrind, a GET through this path takes 20 % more instructions with that, 4 % with
+    # this.
+    task = asyncio.current_task()
+    assert task is not None
+    deadline = asyncio.get_running_loop().call_later(timeout, task.cancel, _LATE_BODY)
+    try:
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+    except asyncio.CancelledError as exc:
+        if exc.args != (_LATE_BODY,):
+            raise
+        task.uncancel()
+        raise too_slow(timeout) from None
+    finally:
+        deadline.cancel()
     return b"".join(chunks)
+
+
+_LATE_BODY = "the request body did not arrive in time"
 
 
 def too_large(limit: int) -> LimitExceeded:
     return LimitExceeded(
         f"the request body is larger than {limit} bytes (limits.max_body_bytes)"
+    )
+
+
+def too_slow(timeout: float) -> RequestTimeout:
+    return RequestTimeout(
+        f"the request body did not arrive within {timeout:g} s (limits.body_timeout)"
     )
 
 

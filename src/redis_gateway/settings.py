@@ -100,9 +100,11 @@ class LimitSettings:
     # After a failed connect, requests fail at once for this long instead of each
     # waiting for its own connect attempt.
     reconnect_backoff: float = 0.5
-    # The built-in HTTP server: seconds a client may take to send a request's head (slow
-    # clients would otherwise hold connections), and seconds an idle connection is kept.
+    # The HTTP server: seconds a client may take to send a request's head (slow clients
+    # would otherwise hold connections), its body (after the head), and seconds an idle
+    # connection is kept.
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     keep_alive_timeout: float = 75.0
     # Each token's share, unless the token sets its own (see TokenShare): requests in flight
     # at once, and the fraction of a backend's reserved connections it may hold.
@@ -114,6 +116,18 @@ class LimitSettings:
     token_burst: int = 0
     # Count rates in the default Redis, so every gateway process shares one budget per token.
     shared_rate: bool = False
+    # Open client connections; past it a new one is answered 503 and closed.
+    max_connections: int = 1000
+    max_header_bytes: int = 64 * 1024
+    # The built-in server only. A connection stops being read while this many of its
+    # requests wait for the app, or while its client leaves more than write_buffer_bytes
+    # of responses unread; such a client must read some every write_timeout seconds.
+    max_pipelined_requests: int = 16
+    write_buffer_bytes: int = 64 * 1024
+    write_timeout: float = 30.0
+    # Bytes of requests received but not yet taken by the app (bodies still arriving,
+    # pipelined requests), over all connections, beyond max_header_bytes each.
+    max_pending_request_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -272,6 +286,11 @@ def _finish(settings: Settings) -> Settings:
                 raise SettingsError(f"{section}.{f.name}: must be greater than 0")
     if not 0 < settings.limits.token_reserved_share <= 1:
         raise SettingsError("limits.token_reserved_share: must be more than 0 and at most 1")
+    limits = settings.limits
+    if limits.max_pending_request_bytes < limits.max_body_bytes:
+        raise SettingsError(f"limits.max_pending_request_bytes: must be at least max_body_bytes "
+                            f"({limits.max_body_bytes}), or the largest body allowed could "
+                            "never be received")
     backends = dict(settings.backends)
     default = backends.get("default", BackendSettings())
     if settings.redis:
