@@ -16,11 +16,24 @@ from typing import Any
 import httpx
 import pytest
 
-from support import GatewayProcess, RedisServer
+from support import GatewayProcess, RedisCluster, RedisServer
 
 PFX = "+@all -@dangerous -@admin ~app:*"
 # SORT is @dangerous: a prefix token that may sort.
 SORTER = "+@all -@dangerous -@admin +sort +sort_ro ~app:*"
+
+
+class Deployment:
+    """A gateway in front of one server or a Cluster, and Redis itself to check effects."""
+
+    def __init__(self, gw: GatewayProcess, nodes: list[RedisServer],
+                 cluster: RedisCluster | None) -> None:
+        self.gw, self.nodes, self.cluster = gw, nodes, cluster
+
+    def cli(self, *args: str) -> str:
+        """A command on the node that holds its key (args[1]), as redis-cli prints it."""
+        node = self.cluster.primary_for(args[1]) if self.cluster else self.nodes[0]
+        return node.cli(*args)
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +43,25 @@ def server() -> Iterator[RedisServer]:
     s.close()
 
 
-@pytest.fixture(scope="module")
-def gw(server: RedisServer) -> Iterator[GatewayProcess]:
-    g = GatewayProcess(server.url, rules={"admin": "admin", "rw": "read-write", "pfx": PFX,
-                                          "sorter": SORTER})
+@pytest.fixture(scope="module", params=["standalone", "cluster"])
+def deployment(request: pytest.FixtureRequest, server: RedisServer) -> Iterator[Deployment]:
+    rules = {"admin": "admin", "rw": "read-write", "pfx": PFX, "sorter": SORTER}
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("cluster")
+        g = GatewayProcess(cluster.url, rules=rules,
+                           config_extra='[backends.default]\ntopology = "cluster"\n')
+        made = Deployment(g, cluster.primaries(), cluster)
+    else:
+        g = GatewayProcess(server.url, rules=rules)
+        made = Deployment(g, [server], None)
     g.start()
-    yield g
+    yield made
     g.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(deployment: Deployment) -> GatewayProcess:
+    return deployment.gw
 
 
 _clients: dict[tuple[str, str], httpx.Client] = {}
@@ -65,8 +90,8 @@ def refused(response: httpx.Response, status: int, *words: str) -> None:
         assert word in message, message
 
 
-def acl_users(server: RedisServer) -> set[str]:
-    return set(server.cli("ACL", "USERS").split())
+def acl_users(deployment: Deployment) -> set[str]:
+    return {u for node in deployment.nodes for u in node.cli("ACL", "USERS").split()}
 
 
 # names and subcommands ------------------------------------------------------------------------
@@ -86,17 +111,19 @@ def test_nul_in_a_subcommand_is_refused_on_every_front_door(gw: GatewayProcess) 
     assert "NUL" in body["errors"][0]["message"]
 
 
-def test_nul_suffixes_never_reach_admin_commands(gw: GatewayProcess, server: RedisServer) -> None:
+def test_nul_suffixes_never_reach_admin_commands(gw: GatewayProcess,
+                                                deployment: Deployment) -> None:
     """Trying suffixes until Redis's hash table lands on CONFIG SET / ACL SETUSER."""
-    before = acl_users(server)
+    before = acl_users(deployment)
     for i in range(200):
         suffix = f"\x00{i}"
         refused(run(gw, "rw", "CONFIG", "SET" + suffix, "maxmemory", "1"), 400, "NUL")
         refused(run(gw, "rw", "ACL", "SETUSER" + suffix, "intruder", "on", ">pw", "+@all",
                     "~*"), 400, "NUL")
         refused(run(gw, "rw", "FLUSHALL" + suffix), 400, "NUL")
-    assert acl_users(server) == before
-    assert server.cli("CONFIG", "GET", "maxmemory").split()[-1] == "0"
+    assert acl_users(deployment) == before
+    for node in deployment.nodes:
+        assert node.cli("CONFIG", "GET", "maxmemory").split()[-1] == "0"
 
 
 def test_unknown_subcommands_and_case(gw: GatewayProcess) -> None:
@@ -108,7 +135,9 @@ def test_unknown_subcommands_and_case(gw: GatewayProcess) -> None:
 
 
 # keywords ------------------------------------------------------------------------------------
-def test_keywords_are_read_as_redis_reads_them(gw: GatewayProcess, server: RedisServer) -> None:
+def test_keywords_are_read_as_redis_reads_them(gw: GatewayProcess,
+                                              deployment: Deployment) -> None:
+    server = deployment
     server.cli("XADD", "secret:stream", "*", "f", "v")
     server.cli("GEOADD", "app:geo", "13.36", "38.11", "palermo")
     server.cli("RPUSH", "app:ids", "1", "2")
@@ -140,7 +169,8 @@ def test_connection_state_commands_never_run(gw: GatewayProcess, argv: list[str]
     assert response.status_code == 400, response.text
 
 
-def test_replies_reach_only_their_senders(gw: GatewayProcess, server: RedisServer) -> None:
+def test_replies_reach_only_their_senders(gw: GatewayProcess, deployment: Deployment) -> None:
+    server = deployment
     """The attacks on the reply stream, mixed with other tokens' reads, many at a time."""
     server.cli("SET", "secret:payroll", "admin-only")
     server.cli("SET", "app:mine", "rw-value")
@@ -166,8 +196,9 @@ def test_replies_reach_only_their_senders(gw: GatewayProcess, server: RedisServe
 
 
 # databases --------------------------------------------------------------------------------------
-def test_a_restricted_token_stays_in_its_database(gw: GatewayProcess, server: RedisServer) -> None:
-    server.cli("SET", "app:a", "1")
+def test_a_restricted_token_stays_in_its_database(gw: GatewayProcess,
+                                                 deployment: Deployment) -> None:
+    deployment.cli("SET", "app:a", "1")
     response = httpx.post(gw.url + "/multi-exec", json=[["SELECT", "7"], ["SET", "app:x", "1"]],
                           headers={"Authorization": f"Bearer {gw.tokens['pfx']}"})
     refused(response, 403, "database 0")
@@ -175,9 +206,12 @@ def test_a_restricted_token_stays_in_its_database(gw: GatewayProcess, server: Re
     refused(run(gw, "pfx", "COPY", "app:a", "app:c", "DB", "0", "DB", "3"), 403, "DB 3")
     refused(run(gw, "pfx", "MOVE", "app:a", "5"), 403, "MOVE")
     refused(run(gw, "rw", "SWAPDB", "0", "1"), 403)
+    assert deployment.cli("GET", "app:a") == "1"
+    if deployment.cluster is not None:
+        return  # Redis Cluster has database 0 only: the refusals above are what counts
+    server = deployment.nodes[0]
     for db in ("3", "5", "7"):
         assert server.cli("-n", db, "DBSIZE") == "0"
-    assert server.cli("GET", "app:a") == "1"
     # Within its own database COPY works; an unrestricted token may go anywhere.
     assert run(gw, "pfx", "COPY", "app:a", "app:b", "DB", "0").json() == {"result": 1}
     assert run(gw, "admin", "COPY", "app:a", "app:c", "DB", "3").json() == {"result": 1}
@@ -186,7 +220,8 @@ def test_a_restricted_token_stays_in_its_database(gw: GatewayProcess, server: Re
 
 
 # HEAD --------------------------------------------------------------------------------------------
-def test_head_never_writes(gw: GatewayProcess, server: RedisServer) -> None:
+def test_head_never_writes(gw: GatewayProcess, deployment: Deployment) -> None:
+    server = deployment
     headers = {"Authorization": f"Bearer {gw.tokens['admin']}"}
     response = httpx.head(gw.url + "/set/app:head/v", headers=headers)
     assert response.status_code == 400
