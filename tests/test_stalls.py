@@ -16,7 +16,7 @@ import pytest
 
 from redis_gateway.auth import new_token
 
-from support import GatewayProcess, RedisServer
+from support import GatewayProcess, RedisServer, redis_command
 
 LIMITS = """
 [limits]
@@ -40,7 +40,8 @@ def server() -> Iterator[RedisServer]:
 def gw(server: RedisServer) -> Iterator[GatewayProcess]:
     g = GatewayProcess(server.url, config_extra=LIMITS, rules={
         "admin": "admin", "rw": "read-write", "ro": "read-only"})
-    for name, share in (("throttled", "rate = 2\nburst = 2"), ("limited", "concurrency = 3")):
+    for name, share in (("throttled", "rate = 2\nburst = 2"), ("limited", "concurrency = 3"),
+                        ("bytes", "reply_rate = 100000")):
         g.tokens[name] = new_token()
         g.config_extra += g.token_table(name, "read-write", g.tokens[name], share)
     g.start()
@@ -204,3 +205,17 @@ def test_a_shared_rate_holds_across_gateway_processes(server: RedisServer) -> No
     finally:
         for gw in processes:
             gw.stop()
+
+
+def test_a_token_over_its_reply_budget_waits_and_others_do_not(gw: GatewayProcess,
+                                                              server: RedisServer) -> None:
+    assert redis_command(server.port, "SET", "app:half", b"x" * 600_000) == b"OK"
+    headers = {"Authorization": f"Bearer {gw.tokens['bytes']}"}
+    first = httpx.post(gw.url + "/get/app:half", headers=headers)
+    assert first.status_code == 200
+    second = httpx.post(gw.url + "/get/app:half", headers=headers)
+    # 100 kB/s: the first runs into six seconds of debt, then the token waits it off.
+    assert second.status_code == 429, second.text
+    assert "bytes of replies" in second.json()["error"]
+    assert 4 <= int(second.headers["retry-after"]) <= 6
+    assert post(gw, "rw", "/", ["GET", "app:half"]).status_code == 200

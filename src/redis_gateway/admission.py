@@ -27,18 +27,29 @@ class Share:
     reserved: int = 0  # reserved connections held (blocking commands, transactions)
     rate: float = 0.0  # requests per second, sustained
     burst: int = 0  # requests allowed at once; 0: one second's worth of the rate
+    reply_rate: float = 0.0  # bytes of replies per second, sustained
 
     @classmethod
     def of(cls, limits: LimitSettings, *, concurrency: int | None = None,
            reserved: int | None = None, rate: float | None = None,
-           burst: int | None = None) -> Share:
+           burst: int | None = None, reply_rate: float | None = None) -> Share:
         """A token's own values, else the [limits] defaults."""
         return cls(
             concurrency if concurrency is not None else limits.token_concurrency,
             reserved or 0,  # 0: the default fraction of the backend's reserved connections
             rate if rate is not None else limits.token_rate,
             burst if burst is not None else limits.token_burst,
+            reply_rate if reply_rate is not None else limits.token_reply_rate,
         )
+
+
+class Ticket:
+    """What one admitted request used: its front door sets the bytes of its replies."""
+
+    __slots__ = ("reply_bytes",)
+
+    def __init__(self) -> None:
+        self.reply_bytes = 0
 
 
 class _Gate:
@@ -62,10 +73,13 @@ class Admission:
         self._in_flight: dict[str, int] = {}
         self._reserved: dict[str, _Gate] = {}
         self._tat: dict[str, float] = {}  # GCRA: each token's theoretical arrival time
+        self._reply_tat: dict[str, float] = {}  # the same for bytes of replies
 
     @asynccontextmanager
-    async def request(self, name: str, share: Share) -> AsyncIterator[None]:
+    async def request(self, name: str, share: Share) -> AsyncIterator[Ticket]:
         """Admit one request of token ``name``, or raise 429."""
+        if share.reply_rate:
+            self._check_replies(name, share)
         if share.rate:
             await self._take_rate(name, share)
         count = self._in_flight.get(name, 0)
@@ -74,9 +88,12 @@ class Admission:
                 f"token '{name}' has {count} requests in flight, its limit "
                 f"(limits.token_concurrency, or the token's concurrency); retry shortly")
         self._in_flight[name] = count + 1
+        ticket = Ticket()
         try:
-            yield
+            yield ticket
         finally:
+            if share.reply_rate:
+                self._charge_replies(name, share, ticket.reply_bytes)
             left = self._in_flight[name] - 1
             if left:
                 self._in_flight[name] = left
@@ -115,6 +132,25 @@ class Admission:
             gate.users -= 1
             if not gate.users:
                 del self._reserved[name]
+
+    def _check_replies(self, name: str, share: Share) -> None:
+        """Redis's work grows with what it sends: past its reply budget a token waits.
+
+        A GCRA over bytes, charged when a request ends (its replies' size known only
+        then): a token may run into debt once, then waits until the debt is paid off.
+        """
+        wait = self._reply_tat.get(name, 0.0) - time.monotonic() - 1.0  # 1 s of burst
+        if wait > 0:
+            raise TooManyRequests(
+                f"token '{name}' is over its budget of {share.reply_rate:g} bytes of replies "
+                f"per second (limits.token_reply_rate, or the token's reply_rate); retry in "
+                f"{wait:.3f} s", retry_after=wait)
+
+    def _charge_replies(self, name: str, share: Share, size: int) -> None:
+        now = time.monotonic()
+        self._reply_tat[name] = max(self._reply_tat.get(name, now), now) + size / share.reply_rate
+        if len(self._reply_tat) > 100_000:  # tokens gone quiet: their entries are stale
+            self._reply_tat = {k: v for k, v in self._reply_tat.items() if v > now}
 
     async def _take_rate(self, name: str, share: Share) -> None:
         interval = 1.0 / share.rate

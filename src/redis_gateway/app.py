@@ -27,7 +27,14 @@ from .admission import GCRA_SCRIPT, Admission
 from .auth import REDIS_TOKENS_KEY, RESERVED_PREFIX, TokenRecord, TokenStore, revocation_field
 from .backends import Backend, make_backend
 from .enforcement import prepare as prepare_enforcement
-from .errors import GatewayError, MethodNotAllowed, NotFound, RedisUnavailable, TooManyRequests
+from .errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    RedisUnavailable,
+    ReplyTooLarge,
+    TooManyRequests,
+)
 from .executor import Executor
 from .http import (
     JSON_TYPE,
@@ -220,8 +227,13 @@ class Gateway:
                     response = self.console.get(path[len("/console/"):])
             else:
                 principal = await self.tokens.authenticate(bearer_token(request))
-                async with self.admission.request(principal.name, principal.share):
-                    response = await self.rest.handle(request, principal, path)
+                async with self.admission.request(principal.name, principal.share) as ticket:
+                    try:
+                        response = await self.rest.handle(request, principal, path)
+                    except ReplyTooLarge:
+                        ticket.reply_bytes = self.settings.limits.max_reply_bytes
+                        raise
+                    ticket.reply_bytes = len(response.body)
         except GatewayError as exc:
             response = _error(exc)
         except Exception:

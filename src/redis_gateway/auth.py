@@ -67,6 +67,7 @@ class TokenRecord:
     reserved: int | None = None
     rate: float | None = None
     burst: int | None = None
+    reply_rate: float | None = None
 
     def expiry(self) -> dt.datetime | None:
         return dt.datetime.fromisoformat(self.expires) if self.expires else None
@@ -104,10 +105,10 @@ def check_record(record: TokenRecord, backends: Iterable[str]) -> None:
                              "ISO 8601") from None
     if record.backend not in backends:
         raise BadRequest(f"token '{record.name}': backend '{record.backend}' is not configured")
-    for key in ("concurrency", "reserved", "rate", "burst"):
+    for key in ("concurrency", "reserved", "rate", "burst", "reply_rate"):
         value = getattr(record, key)
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)
-                                  or value < (0 if key in ("rate", "burst") else 1)):
+                                  or value < (1 if key in ("concurrency", "reserved") else 0)):
             raise BadRequest(f"token '{record.name}': {key} {value!r} is out of range")
 
 
@@ -214,7 +215,7 @@ class TokenStore:
                 name=token.name, hash=token.hash, rules=token.rules,
                 expires=token.expires.isoformat() if token.expires else None,
                 backend=token.backend, concurrency=token.concurrency, reserved=token.reserved,
-                rate=token.rate, burst=token.burst,
+                rate=token.rate, burst=token.burst, reply_rate=token.reply_rate,
             ))
         for record in extra:
             self._add_static(record)
@@ -227,7 +228,8 @@ class TokenStore:
 
     def _principal(self, record: TokenRecord) -> Principal:
         share = Share.of(self._settings.limits, concurrency=record.concurrency,
-                         reserved=record.reserved, rate=record.rate, burst=record.burst)
+                         reserved=record.reserved, rate=record.rate, burst=record.burst,
+                         reply_rate=record.reply_rate)
         return Principal(record.name, compile_rules(self._settings, record.rules,
                                                     record.backend),
                          record.backend, record.expiry(), share)

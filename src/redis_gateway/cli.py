@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     for flag, kind, text in (("--concurrency", int, "requests in flight at once"),
                              ("--reserved", int, "reserved connections held at once"),
                              ("--rate", float, "requests per second"),
-                             ("--burst", int, "requests at once above the rate")):
+                             ("--burst", int, "requests at once above the rate"),
+                             ("--reply-rate", float, "bytes of replies per second")):
         create.add_argument(flag, type=kind, help=f"this token's share: {text} "
                             "(default: the [limits] token_* settings)")
     create.set_defaults(run=_token_create)
@@ -232,6 +233,7 @@ def _token_create(args: argparse.Namespace) -> int:
         name=args.name, hash=hash_token(token), rules=args.rules, expires=expires,
         backend=args.backend, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         concurrency=args.concurrency, reserved=args.reserved, rate=args.rate, burst=args.burst,
+        reply_rate=args.reply_rate,
     )
     check_record(record, settings.backends)
     if settings.token_store == "redis":

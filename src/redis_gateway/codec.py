@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import orjson
 
-from .errors import GatewayError, LimitExceeded
+from .errors import GatewayError, LimitExceeded, ReplyTooLarge
 from .resp import (
     MAX_DEPTH,
     NULL_ARRAY,
@@ -47,8 +47,8 @@ _OK = b"OK"
 MAX_JSON_DEPTH: Final = 252
 
 
-def reply_too_large(limit: int) -> LimitExceeded:
-    return LimitExceeded(
+def reply_too_large(limit: int) -> ReplyTooLarge:
+    return ReplyTooLarge(
         f"the reply is larger than {limit} bytes (limits.max_reply_bytes); "
         "ask for less, e.g. with SCAN/HSCAN or a range"
     )

@@ -243,6 +243,11 @@ class Connection(asyncio.Protocol):
         framer.feed(data)
         pending = self._pending
         while pending:
+            if not framer.pending:
+                # A boundary with nothing buffered: hiredis reads alone again at once, not
+                # only when the connection falls idle (under load it seldom does).
+                self._framer = None
+                return
             frame = framer.gets(pending[0].remaining)
             if frame is NOT_ENOUGH_DATA:
                 return

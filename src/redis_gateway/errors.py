@@ -65,6 +65,11 @@ class RequestTimeout(GatewayError):
     status = 408
 
 
+class ReplyTooLarge(LimitExceeded):
+    """A reply past ``max_reply_bytes``: Redis made (and the gateway read and dropped) at
+    least that much."""
+
+
 class TooManyRequests(GatewayError):
     """A token passed its own share: requests in flight, request rate, reserved connections.
 

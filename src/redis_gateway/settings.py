@@ -116,6 +116,9 @@ class LimitSettings:
     token_burst: int = 0
     # Count rates in the default Redis, so every gateway process shares one budget per token.
     shared_rate: bool = False
+    # Bytes of replies per second per token (0: no limit unless the token sets one). Redis's
+    # work grows with what it sends: this bounds one token's share of it (in each process).
+    token_reply_rate: float = 0.0
     # Open client connections; past it a new one is answered 503 and closed.
     max_connections: int = 1000
     max_header_bytes: int = 64 * 1024
@@ -187,6 +190,7 @@ class TokenSettings:
     reserved: int | None = None
     rate: float | None = None
     burst: int | None = None
+    reply_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -337,9 +341,9 @@ def _finish(settings: Settings) -> Settings:
             raise SettingsError(
                 f"{where}.backend: '{token.backend}' is not one of {', '.join(sorted(backends))}"
             )
-        for key in ("concurrency", "reserved", "rate", "burst"):
+        for key in ("concurrency", "reserved", "rate", "burst", "reply_rate"):
             value = getattr(token, key)
-            if value is not None and value < (0 if key in ("rate", "burst") else 1):
+            if value is not None and value < (1 if key in ("concurrency", "reserved") else 0):
                 raise SettingsError(f"{where}.{key}: {value} is out of range")
     aws = settings.aws
     for key, rules in [("api_key_rules", aws.api_key_rules), ("iam_rules", aws.iam_rules),
@@ -361,7 +365,7 @@ def _finish(settings: Settings) -> Settings:
 
 
 ENFORCEMENT_MODES = ("managed", "mapped", "gateway")
-_MAY_BE_ZERO = frozenset({"token_rate", "token_burst"})
+_MAY_BE_ZERO = frozenset({"token_rate", "token_burst", "token_reply_rate"})
 _TOPOLOGY_LISTS = {"replicas": "replicas", "sentinels": "sentinel", "seeds": "cluster"}
 
 
