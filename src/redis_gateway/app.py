@@ -230,8 +230,8 @@ class Gateway:
                 async with self.admission.request(principal.name, principal.share) as ticket:
                     try:
                         response = await self.rest.handle(request, principal, path)
-                    except ReplyTooLarge:
-                        ticket.reply_bytes = self.settings.limits.max_reply_bytes
+                    except ReplyTooLarge as exc:
+                        ticket.reply_bytes = exc.seen
                         raise
                     ticket.reply_bytes = len(response.body)
         except GatewayError as exc:

@@ -47,11 +47,11 @@ _OK = b"OK"
 MAX_JSON_DEPTH: Final = 252
 
 
-def reply_too_large(limit: int) -> ReplyTooLarge:
-    return ReplyTooLarge(
-        f"the reply is larger than {limit} bytes (limits.max_reply_bytes); "
-        "ask for less, e.g. with SCAN/HSCAN or a range"
-    )
+def reply_too_large(limit: int, seen: int = 0) -> ReplyTooLarge:
+    """``seen``: bytes Redis sent for it, where known (at least ``limit``)."""
+    return ReplyTooLarge(max(seen, limit), f"the reply is larger than {limit} bytes "
+                         "(limits.max_reply_bytes); ask for less, e.g. with SCAN/HSCAN or a "
+                         "range")
 
 
 def reply_too_deep() -> LimitExceeded:

@@ -300,7 +300,8 @@ class Connection(asyncio.Protocol):
         waiter = self._pending[0]
         waiter.remaining -= size
         if waiter.remaining < 0 and waiter.budget is not None and not waiter.future.done():
-            waiter.future.set_exception(reply_too_large(waiter.budget))
+            waiter.future.set_exception(reply_too_large(waiter.budget,
+                                                        waiter.budget - waiter.remaining))
             waiter.replies = [None] * len(waiter.replies)  # let what it had go
         if waiter.future.done():  # failed, or given up by its request: keep nothing
             reply = None

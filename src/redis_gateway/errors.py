@@ -66,8 +66,12 @@ class RequestTimeout(GatewayError):
 
 
 class ReplyTooLarge(LimitExceeded):
-    """A reply past ``max_reply_bytes``: Redis made (and the gateway read and dropped) at
-    least that much."""
+    """A reply past ``max_reply_bytes``; ``seen``: the bytes Redis made for it (and the
+    gateway read and dropped), which a token's reply budget is charged."""
+
+    def __init__(self, seen: int, message: str) -> None:
+        super().__init__(message)
+        self.seen = seen
 
 
 class TooManyRequests(GatewayError):
