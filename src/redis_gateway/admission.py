@@ -62,6 +62,27 @@ class _Gate:
         self.users = 0
 
 
+class Admitted:
+    """The context of one admitted request (a class, not a generator-based context
+    manager: this is on every request's path)."""
+
+    __slots__ = ("_admission", "_name", "_share", "_ticket")
+
+    def __init__(self, admission: Admission, name: str, share: Share) -> None:
+        self._admission, self._name, self._share = admission, name, share
+        self._ticket = Ticket()
+
+    async def __aenter__(self) -> Ticket:
+        admission, share = self._admission, self._share
+        if share.rate and admission.shares_rate:
+            await admission._take_shared_rate(self._name, share)
+        admission._enter(self._name, share)
+        return self._ticket
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._admission._leave(self._name, self._share, self._ticket)
+
+
 # async: (token name, emission interval in ms, tolerance in ms) -> ms to wait (0: allowed)
 SharedRate = Callable[[str, int, int], Awaitable[int]]
 
@@ -75,30 +96,35 @@ class Admission:
         self._tat: dict[str, float] = {}  # GCRA: each token's theoretical arrival time
         self._reply_tat: dict[str, float] = {}  # the same for bytes of replies
 
-    @asynccontextmanager
-    async def request(self, name: str, share: Share) -> AsyncIterator[Ticket]:
-        """Admit one request of token ``name``, or raise 429."""
+    def request(self, name: str, share: Share) -> Admitted:
+        """``async with`` it: one request of token ``name`` admitted, or 429 raised."""
+        return Admitted(self, name, share)
+
+    @property
+    def shares_rate(self) -> bool:
+        """Rates are counted in Redis, for every gateway process (limits.shared_rate)."""
+        return self._shared_rate is not None
+
+    def _enter(self, name: str, share: Share) -> None:
         if share.reply_rate:
             self._check_replies(name, share)
-        if share.rate:
-            await self._take_rate(name, share)
+        if share.rate and self._shared_rate is None:
+            self._take_rate(name, share)
         count = self._in_flight.get(name, 0)
         if share.concurrency and count >= share.concurrency:
             raise TooManyRequests(
                 f"token '{name}' has {count} requests in flight, its limit "
                 f"(limits.token_concurrency, or the token's concurrency); retry shortly")
         self._in_flight[name] = count + 1
-        ticket = Ticket()
-        try:
-            yield ticket
-        finally:
-            if share.reply_rate:
-                self._charge_replies(name, share, ticket.reply_bytes)
-            left = self._in_flight[name] - 1
-            if left:
-                self._in_flight[name] = left
-            else:
-                del self._in_flight[name]
+
+    def _leave(self, name: str, share: Share, ticket: Ticket) -> None:
+        if share.reply_rate:
+            self._charge_replies(name, share, ticket.reply_bytes)
+        left = self._in_flight[name] - 1
+        if left:
+            self._in_flight[name] = left
+        else:
+            del self._in_flight[name]
 
     @asynccontextmanager
     async def reserved(self, name: str, share: Share, backend_reserved: int,
@@ -152,27 +178,42 @@ class Admission:
         if len(self._reply_tat) > 100_000:  # tokens gone quiet: their entries are stale
             self._reply_tat = {k: v for k, v in self._reply_tat.items() if v > now}
 
-    async def _take_rate(self, name: str, share: Share) -> None:
-        interval = 1.0 / share.rate
-        # Unset, the burst is one second's worth: a batch of AppSync items or a page's
-        # parallel requests is not refused for arriving together.
-        burst = share.burst or math.ceil(share.rate)
-        tolerance = interval * max(burst - 1, 0)
-        if self._shared_rate is not None:
-            wait = await self._shared_rate(name, math.ceil(interval * 1000),
-                                           math.ceil(tolerance * 1000)) / 1000
-        else:
-            now = time.monotonic()
-            tat = max(self._tat.get(name, now), now)
-            wait = tat - tolerance - now
-            if wait <= 0:
-                self._tat[name] = tat + interval
-                if len(self._tat) > 100_000:  # tokens gone quiet: their entries are stale
-                    self._tat = {k: v for k, v in self._tat.items() if v > now}
+    def _take_rate(self, name: str, share: Share) -> None:
+        interval, tolerance = _gcra(share)
+        now = time.monotonic()
+        tat = max(self._tat.get(name, now), now)
+        wait = tat - tolerance - now
         if wait > 0:
-            raise TooManyRequests(
-                f"token '{name}' is over its rate of {share.rate:g} requests per second "
-                f"(burst {max(burst, 1)}); retry in {wait:.3f} s", retry_after=wait)
+            raise _over_rate(name, share, wait)
+        self._tat[name] = tat + interval
+        if len(self._tat) > 100_000:  # tokens gone quiet: their entries are stale
+            self._tat = {k: v for k, v in self._tat.items() if v > now}
+
+    async def _take_shared_rate(self, name: str, share: Share) -> None:
+        assert self._shared_rate is not None
+        interval, tolerance = _gcra(share)
+        wait = await self._shared_rate(name, math.ceil(interval * 1000),
+                                       math.ceil(tolerance * 1000)) / 1000
+        if wait > 0:
+            raise _over_rate(name, share, wait)
+
+
+def _gcra(share: Share) -> tuple[float, float]:
+    """(emission interval, tolerance) in seconds for a share's rate and burst."""
+    interval = 1.0 / share.rate
+    # Unset, the burst is one second's worth: a batch of AppSync items or a page's
+    # parallel requests is not refused for arriving together.
+    return interval, interval * max(_burst(share) - 1, 0)
+
+
+def _burst(share: Share) -> int:
+    return share.burst or math.ceil(share.rate)
+
+
+def _over_rate(name: str, share: Share, wait: float) -> TooManyRequests:
+    return TooManyRequests(
+        f"token '{name}' is over its rate of {share.rate:g} requests per second "
+        f"(burst {max(_burst(share), 1)}); retry in {wait:.3f} s", retry_after=wait)
 
 
 # GCRA in Redis, for limits.shared_rate: KEYS[1] the token's key, ARGV the emission interval

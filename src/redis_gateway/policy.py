@@ -49,9 +49,14 @@ _ALLCHANNELS_AFTER = ("adding a pattern after the * pattern (or the 'allchannels
                       "effect and Redis refuses it; use 'resetchannels' first")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Policy:
-    """A compiled rule set, shaped as Redis keeps an ACL user's root selector."""
+    """A compiled rule set, shaped as Redis keeps an ACL user's root selector.
+
+    Equal when compiled from the same text with the same guard: the rest follows from
+    those two, and hashing them (a str caches its hash) is cheap enough for a dict look-up
+    on every request.
+    """
 
     text: str
     command_rules: tuple[_CommandRule, ...]
@@ -84,6 +89,13 @@ class Policy:
     all_keys: bool = field(init=False, compare=False)
     all_keys_readable: bool = field(init=False, compare=False)
     unrestricted: bool = field(init=False, compare=False)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Policy) and (self.text, self.reserved_prefix) == \
+            (other.text, other.reserved_prefix)
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.reserved_prefix))
 
     def guarding(self, prefix: bytes) -> Policy:
         """These rules with keys under ``prefix`` out of reach (unless unrestricted)."""
