@@ -43,15 +43,6 @@ class Share:
         )
 
 
-class Ticket:
-    """What one admitted request used: its front door sets the bytes of its replies."""
-
-    __slots__ = ("reply_bytes",)
-
-    def __init__(self) -> None:
-        self.reply_bytes = 0
-
-
 class _Gate:
     """One token's reserved connections: a semaphore, and how many requests use it."""
 
@@ -63,24 +54,24 @@ class _Gate:
 
 
 class Admitted:
-    """The context of one admitted request (a class, not a generator-based context
-    manager: this is on every request's path)."""
+    """One admitted request (a class, not a generator-based context manager: this is on
+    every request's path); its front door sets ``reply_bytes``, what its replies took."""
 
-    __slots__ = ("_admission", "_name", "_share", "_ticket")
+    __slots__ = ("_admission", "_name", "_share", "reply_bytes")
 
     def __init__(self, admission: Admission, name: str, share: Share) -> None:
         self._admission, self._name, self._share = admission, name, share
-        self._ticket = Ticket()
+        self.reply_bytes = 0
 
-    async def __aenter__(self) -> Ticket:
+    async def __aenter__(self) -> Admitted:
         admission, share = self._admission, self._share
         if share.rate and admission.shares_rate:
             await admission._take_shared_rate(self._name, share)
         admission._enter(self._name, share)
-        return self._ticket
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._admission._leave(self._name, self._share, self._ticket)
+        self._admission._leave(self._name, self._share, self.reply_bytes)
 
 
 # async: (token name, emission interval in ms, tolerance in ms) -> ms to wait (0: allowed)
@@ -117,9 +108,9 @@ class Admission:
                 f"(limits.token_concurrency, or the token's concurrency); retry shortly")
         self._in_flight[name] = count + 1
 
-    def _leave(self, name: str, share: Share, ticket: Ticket) -> None:
+    def _leave(self, name: str, share: Share, reply_bytes: int) -> None:
         if share.reply_rate:
-            self._charge_replies(name, share, ticket.reply_bytes)
+            self._charge_replies(name, share, reply_bytes)
         left = self._in_flight[name] - 1
         if left:
             self._in_flight[name] = left

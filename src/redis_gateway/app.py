@@ -227,13 +227,13 @@ class Gateway:
                     response = self.console.get(path[len("/console/"):])
             else:
                 principal = await self.tokens.authenticate(bearer_token(request))
-                async with self.admission.request(principal.name, principal.share) as ticket:
+                async with self.admission.request(principal.name, principal.share) as admitted:
                     try:
                         response = await self.rest.handle(request, principal, path)
                     except ReplyTooLarge as exc:
-                        ticket.reply_bytes = exc.seen
+                        admitted.reply_bytes = exc.seen
                         raise
-                    ticket.reply_bytes = len(response.body)
+                    admitted.reply_bytes = len(response.body)
         except GatewayError as exc:
             response = _error(exc)
         except Exception:

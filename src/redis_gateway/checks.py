@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import NamedTuple
 
+from .acl import RedisUser
 from .commands import READ_FLAGS, WRITE_FLAGS, CommandInfo, CommandTable
-from .errors import BadRequest, Forbidden
+from .errors import BadRequest, Forbidden, GatewayError
 from .placement import ALLOWED_IN_TRANSACTION, Placement, Where, placement
 from .policy import Policy
 from .redis_args import c_string, keyword, parse_long_double, parse_long_long
@@ -37,14 +38,35 @@ class Prepared(NamedTuple):
     where: Placement
 
 
-class Scope(NamedTuple):
-    """What a request is, besides its commands: who sends them and where they go."""
+class Scope:
+    """What a request is, besides its commands: who sends them and where they go.
 
-    policy: Policy
-    db: int  # the database of the token's backend
-    redis_enforces: bool  # Redis checks the rules too (an ACL user per rule set)
-    read_only: bool = False  # a GraphQL Query or a HEAD request: nothing may write
-    in_transaction: bool = False
+    It also keeps, per command, what the checks decided without looking at the
+    arguments (``Verdict``): one dict look-up per command afterwards. Executors keep one
+    Scope per (rules, backend, kind of request), so the verdicts outlive a request.
+    """
+
+    __slots__ = ("db", "in_transaction", "policy", "read_only", "redis_enforces", "user",
+                 "verdicts")
+
+    def __init__(self, policy: Policy, db: int, redis_enforces: bool, read_only: bool = False,
+                 in_transaction: bool = False, user: RedisUser | None = None) -> None:
+        self.policy = policy
+        self.user = user  # the Redis user its commands run as (None: the gateway's own)
+        self.db = db  # the database of the token's backend
+        self.redis_enforces = redis_enforces  # Redis checks the rules too (ACL users)
+        self.read_only = read_only  # a GraphQL Query or a HEAD request: nothing may write
+        self.in_transaction = in_transaction
+        self.verdicts: dict[str, Verdict] = {}
+
+
+class Verdict(NamedTuple):
+    """What the checks say of a command before reading its arguments."""
+
+    refused: tuple[type[GatewayError], str] | None  # before its arity is checked
+    forbidden: tuple[type[GatewayError], str] | None  # after
+    where: Placement
+    by_arguments: bool  # more checks need the arguments (channels, SORT, COPY, timeouts)
 
 
 # Categories of commands that may change data or the server even without the write flag
@@ -62,29 +84,60 @@ def check(scope: Scope, argv: Argv, table: CommandTable, max_block_seconds: floa
     info = table.lookup(argv)
     if info is None:
         raise BadRequest(_not_found(argv, table))
+    verdict = scope.verdicts.get(info.name)
+    if verdict is None:
+        verdict = scope.verdicts[info.name] = _verdict(scope, info)
+    if verdict.refused is not None:
+        kind, message = verdict.refused
+        raise kind(message)
+    if not info.arity_ok(len(argv)):
+        raise BadRequest(f"ERR wrong number of arguments for '{info.name}' command")
+    if verdict.forbidden is not None:
+        kind, message = verdict.forbidden
+        raise kind(message)
+    if verdict.by_arguments:
+        return _by_arguments(scope, info, argv, verdict.where, max_block_seconds)
+    return Prepared(argv, info, verdict.where)
+
+
+def _verdict(scope: Scope, info: CommandInfo) -> Verdict:
     where = placement(info)
     if where.where is Where.REFUSED and not (
         scope.in_transaction and info.name in ALLOWED_IN_TRANSACTION
     ):
-        raise BadRequest(f"ERR {_display(info)} is not available here: {where.reason}")
-    if not info.arity_ok(len(argv)):
-        raise BadRequest(f"ERR wrong number of arguments for '{info.name}' command")
-    if scope.read_only and not reads_only(info):
-        raise BadRequest(
-            f"'{info.name}' may write, and this request may only read (a GraphQL Query, a "
-            "HEAD request); send it in a Mutation, or with GET or POST"
-        )
+        return Verdict((BadRequest, f"ERR {_display(info)} is not available here: "
+                                    f"{where.reason}"), None, where, False)
     policy = scope.policy
-    if not policy.allows_command(info):
-        raise Forbidden(f"NOPERM this token has no permissions to run the '{info.name}' command")
-    if not policy.unrestricted:
-        _check_database(info, argv, scope.db)
-        if not scope.redis_enforces and "scripting" in info.categories:
-            raise Forbidden(
-                f"NOPERM '{info.name}' runs code whose commands the gateway cannot check, and "
-                "this backend's Redis does not enforce token rules itself (enforcement = "
-                "\"gateway\"); use enforcement = \"managed\" or \"mapped\" to allow scripts"
-            )
+    forbidden: tuple[type[GatewayError], str] | None = None
+    if scope.read_only and not reads_only(info):
+        forbidden = (BadRequest, f"'{info.name}' may write, and this request may only read (a "
+                                 "GraphQL Query, a HEAD request); send it in a Mutation, or "
+                                 "with GET or POST")
+    elif not policy.allows_command(info):
+        forbidden = (Forbidden, f"NOPERM this token has no permissions to run the "
+                                f"'{info.name}' command")
+    elif not policy.unrestricted and info.name in _OTHER_DATABASES:
+        forbidden = (Forbidden, f"NOPERM this token is bound to database {scope.db}; "
+                                f"{info.name.upper()} would reach another")
+    elif not policy.unrestricted and not scope.redis_enforces and \
+            "scripting" in info.categories:
+        forbidden = (Forbidden, f"NOPERM '{info.name}' runs code whose commands the gateway "
+                                "cannot check, and this backend's Redis does not enforce token "
+                                "rules itself (enforcement = \"gateway\"); use enforcement = "
+                                "\"managed\" or \"mapped\" to allow scripts")
+    by_arguments = (info.name == "copy" and not policy.unrestricted) or \
+        (info.pubsub and not policy.all_channels) or \
+        (info.name in _SORTS and not policy.all_keys_readable) or \
+        info.blocking or where.where is Where.RESERVED
+    return Verdict(None, forbidden, where, by_arguments)
+
+
+def _by_arguments(scope: Scope, info: CommandInfo, argv: Argv, where: Placement,
+                  max_block_seconds: float) -> Prepared:
+    """The checks that read the arguments, for the commands whose verdict says so."""
+    policy = scope.policy
+    if info.name == "copy" and not policy.unrestricted:
+        _check_copy(argv, scope.db)
     if info.pubsub and not policy.all_channels:
         channels, patterns = _channels(info.name, argv)
         denied = policy.denied_channel(channels, patterns=patterns)
@@ -136,23 +189,19 @@ def _channels(name: str, argv: Argv) -> tuple[Argv, bool]:
 
 
 # the database boundary --------------------------------------------------------------------
-def _check_database(info: CommandInfo, argv: Argv, db: int) -> None:
-    """A restricted token stays in its backend's database (its ACL user says the same)."""
-    name = info.name
-    if name in _OTHER_DATABASES:
-        raise Forbidden(f"NOPERM this token is bound to database {db}; "
-                        f"{name.upper()} would reach another")
-    if name == "copy":
-        # COPY src dst [DB n] [REPLACE]: each DB is read (the last wins), as Redis does.
-        i = 3
-        while i < len(argv):
-            if keyword(argv[i]) == b"db" and i + 1 < len(argv):
-                target = parse_long_long(argv[i + 1])
-                if target is not None and target != db:
-                    raise Forbidden(f"NOPERM this token is bound to database {db}; "
-                                    f"COPY ... DB {target} would reach another")
-                i += 1
+def _check_copy(argv: Argv, db: int) -> None:
+    """COPY src dst [DB n] [REPLACE]: each DB is read (the last wins), as Redis does; a
+    restricted token stays in its backend's database (its ACL user cannot SELECT another,
+    but Redis's ACL cannot see COPY's DB argument)."""
+    i = 3
+    while i < len(argv):
+        if keyword(argv[i]) == b"db" and i + 1 < len(argv):
+            target = parse_long_long(argv[i + 1])
+            if target is not None and target != db:
+                raise Forbidden(f"NOPERM this token is bound to database {db}; "
+                                f"COPY ... DB {target} would reach another")
             i += 1
+        i += 1
 
 
 # SORT ---------------------------------------------------------------------------------

@@ -116,7 +116,9 @@ class Encoder:
             if self.base64 and reply != _OK:
                 self.charge(4 * ((len(reply) + 2) // 3) + 3)
                 return binascii.b2a_base64(reply, newline=False).decode("ascii")
-            self.charge(len(reply) + 3)
+            self.budget -= len(reply) + 3  # charge(), inline: once per string
+            if self.budget < 0:
+                raise reply_too_large(self.limit)
             return reply.decode("utf-8", "replace")
         if isinstance(reply, bytes):
             if self.base64 and reply != _OK and not isinstance(reply, Double):
@@ -161,7 +163,7 @@ class Encoder:
         if isinstance(reply, GatewayError):
             self.charge(len(reply.message) + 13)
             return {"error": reply.message}
-        self.charge(12)
+        self.budget -= 12  # charge(), inline: once per item of a batch
         return {"result": self.value(reply)}
 
     def charge(self, size: int) -> None:

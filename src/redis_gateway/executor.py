@@ -30,6 +30,7 @@ from .errors import (
     RedisUnavailable,
 )
 from .placement import Where
+from .policy import Policy
 from .redis_types import Argv
 from .resp import ReplyError
 from .settings import Settings
@@ -70,6 +71,7 @@ class Executor:
         self._reserved = {name: b.max_dedicated_connections
                           for name, b in settings.backends.items()}
         # Per backend: who enforces the tokens' rules there, and as which Redis users.
+        self._scopes: dict[tuple[Policy, str, bool, bool], Scope] = {}
         self._enforcement = {
             name: Enforcement(name, b, backend_address(b).db)
             for name, b in settings.backends.items()
@@ -80,16 +82,24 @@ class Executor:
 
     def scope(self, principal: Principal, *, read_only: bool = False,
               in_transaction: bool = False) -> Scope:
-        enforcement = self._enforcement[principal.backend]
-        return Scope(principal.policy, enforcement.db, enforcement.redis_enforces, read_only,
-                     in_transaction)
+        """The principal's Scope, kept (with its verdicts) for the next request like it."""
+        key = (principal.policy, principal.backend, read_only, in_transaction)
+        scope = self._scopes.get(key)
+        if scope is None:
+            if len(self._scopes) > 4096:  # rule sets come and go with tokens
+                self._scopes.clear()
+            enforcement = self._enforcement[principal.backend]
+            scope = self._scopes[key] = Scope(principal.policy, enforcement.db,
+                                              enforcement.redis_enforces, read_only,
+                                              in_transaction, enforcement.user(principal.policy))
+        return scope
 
     def enforcement(self, backend: str) -> Enforcement:
         return self._enforcement[backend]
 
     def redis_user(self, principal: Principal) -> RedisUser | None:
         """The Redis user the principal's commands run as (None: the gateway's own)."""
-        return self._enforcement[principal.backend].user(principal.policy)
+        return self.scope(principal).user
 
     # checks -----------------------------------------------------------------------
     async def prepare(self, principal: Principal, scope: Scope, argv: Argv,
@@ -184,8 +194,8 @@ class Executor:
     ) -> Any:
         """One command; its reply (a Redis error reply is returned, not raised)."""
         backend = self.backend_for(principal)
-        prepared = await self.prepare(principal, self.scope(principal, read_only=read_only),
-                                      argv, await backend.command_table())
+        scope = self.scope(principal, read_only=read_only)
+        prepared = await self.prepare(principal, scope, argv, await backend.command_table())
         call: Awaitable[list[Any]]
         if prepared.where.where is Where.RESERVED:
             call = self._run_reserved(
@@ -193,13 +203,14 @@ class Executor:
                 reusable=prepared.where.reusable, exact=exact,
             )
         else:
-            call = backend.run([prepared.argv], exact=exact, user=self.redis_user(principal))
+            call = backend.run([prepared.argv], exact=exact, user=scope.user)
         if prepared.info.name in _SCRIPT_KILLS:
             call = self._watched(principal, [prepared], call)
         (reply,) = await call
-        refused = _gateway_error(reply)
-        if refused is not None:
-            raise refused
+        if isinstance(reply, ReplyError):
+            refused = _gateway_error(reply)
+            if refused is not None:
+                raise refused
         return reply
 
     async def pipeline(
@@ -235,10 +246,10 @@ class Executor:
                     principal, argvs, timeout=self._block_timeout,
                     reusable=all(w.reusable for w in alone), exact=exact)
             else:
-                call = backend.run(argvs, exact=exact, user=self.redis_user(principal))
+                call = backend.run(argvs, exact=exact, user=scope.user)
             replies = await self._watched(principal, [p for _, p in runnable], call)
             for (i, _), reply in zip(runnable, replies, strict=True):
-                results[i] = _gateway_error(reply) or reply
+                results[i] = reply if type(reply) is bytes else _gateway_error(reply) or reply
         return results
 
     async def transaction(

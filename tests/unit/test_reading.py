@@ -114,8 +114,8 @@ def test_scripts_need_redis_to_enforce_for_restricted_tokens() -> None:
     restricted = Scope(parse("read-write"), db=0, redis_enforces=False)
     with pytest.raises(Forbidden, match="enforcement"):
         check(restricted, [b"EVAL", b"return 1", b"0"], TABLE, 10)
-    assert check(restricted._replace(redis_enforces=True), [b"EVAL", b"return 1", b"0"],
-                 TABLE, 10).info is EVAL
+    enforced = Scope(parse("read-write"), db=0, redis_enforces=True)
+    assert check(enforced, [b"EVAL", b"return 1", b"0"], TABLE, 10).info is EVAL
     admin = Scope(parse("admin"), db=0, redis_enforces=False)
     assert check(admin, [b"EVAL", b"return 1", b"0"], TABLE, 10).info is EVAL
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -229,9 +228,9 @@ class Node:
         self._slots = asyncio.Semaphore(settings.max_dedicated_connections)
         # The gateway's own connections (command table, keys, slot maps, the token store).
         self.connections = self._group(address, None)
-        # Each token rule set's, by the Redis user it runs as (enforcement.py), most
-        # recently used last.
-        self._groups: OrderedDict[RedisUser, ConnectionGroup] = OrderedDict()
+        # Each token rule set's, by the Redis user it runs as (enforcement.py), oldest
+        # first.
+        self._groups: dict[RedisUser, ConnectionGroup] = {}
         self._made: set[RedisUser] = set()  # managed users known to exist on this node
         self._making = asyncio.Lock()
         self._table: CommandTable | None = None
@@ -248,7 +247,6 @@ class Node:
             return self.connections
         group = self._groups.get(user)
         if group is not None:
-            self._groups.move_to_end(user)
             return group
         address = dataclasses.replace(self.address, username=user.username,
                                       password=user.password)
@@ -258,8 +256,9 @@ class Node:
         return group
 
     def _close_idle_groups(self) -> None:
-        """Past max_user_groups, the least recently used groups with nothing in flight go;
-        a group is opened again, lazily, at its user's next request."""
+        """Past max_user_groups, the oldest groups with nothing in flight go (not kept in
+        order of use: that would cost every request); a group is opened again, lazily, at
+        its user's next request."""
         excess = len(self._groups) - self._settings.max_user_groups
         for user in [u for u, g in self._groups.items() if not g.busy][:max(excess, 0)]:
             self._groups.pop(user).close()
@@ -299,7 +298,8 @@ class Node:
 
     def run(self, commands: Sequence[Argv], *, exact: int | None = None,
             user: RedisUser | None = None) -> Awaitable[list[Any]]:
-        group = self.connections if user is None else self.group(user)
+        group = self.connections if user is None else \
+            self._groups.get(user) or self.group(user)
         return group.run(commands, exact=exact)
 
     def run_reserved(

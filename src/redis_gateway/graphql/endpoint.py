@@ -112,10 +112,10 @@ class GraphQLEndpoint:
         if variables is not None and not isinstance(variables, dict):
             return _failure(400, _MALFORMED, "variables must be a JSON object.")
         try:
-            async with self._admission.request(principal.name, principal.share) as ticket:
+            async with self._admission.request(principal.name, principal.share) as admitted:
                 response = await self._run(principal, envelope["query"], variables,
                                            envelope.get("operationName"), request.method)
-                ticket.reply_bytes = len(response.body)
+                admitted.reply_bytes = len(response.body)
                 return response
         except TooManyRequests as exc:
             response = _failure(429, exc.kind, exc.message)
