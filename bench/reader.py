@@ -16,7 +16,8 @@ from typing import Any
 
 import hiredis
 
-from redis_gateway.resp import NOT_ENOUGH_DATA, Framer, TypedReader
+from redis_gateway.resp import NOT_ENOUGH_DATA
+from redis_gateway.resp_reader import Framer, TypedReader
 
 
 def bulk_array(n: int) -> bytes:

@@ -50,7 +50,8 @@ import hiredis
 
 from .codec import reply_too_deep, reply_too_large
 from .errors import CommandTimeout, RedisUnavailable
-from .resp import NOT_ENOUGH_DATA, Dropped, Framer, ProtocolError, Push, ReplyError, TypedReader
+from .resp import NOT_ENOUGH_DATA, Dropped, ProtocolError, Push, ReplyError
+from .resp_reader import Framer, TypedReader
 
 _UNBOUNDED = sys.maxsize
 # Fast mode hands a reply to the framer once the bytes kept for it pass this fraction of

@@ -23,17 +23,16 @@ from redis_gateway.resp import (
     BigNumber,
     Double,
     Dropped,
-    Framer,
     Map,
     ProtocolError,
     Push,
     ReplyError,
     Set,
     Status,
-    TypedReader,
     Verbatim,
     encode_resp2,
 )
+from redis_gateway.resp_reader import Framer, TypedReader
 
 Wire = tuple[bytes, Any]  # a reply's bytes and the value a reader must build from them
 
