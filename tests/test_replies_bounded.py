@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from redis_gateway.codec import MAX_JSON_DEPTH
-from redis_gateway.connection import Address, Connection, TlsFiles, open_connection
+from redis_gateway.connect import Address, TlsFiles, open_connection
+from redis_gateway.connection import Connection
 from redis_gateway.errors import RedisUnavailable
 from redis_gateway.resp import MAX_DEPTH
 

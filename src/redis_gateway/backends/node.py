@@ -21,7 +21,8 @@ import hiredis
 
 from ..acl import RedisUser
 from ..commands import CommandTable
-from ..connection import Address, Connection, TlsFiles, open_connection
+from ..connect import Address, TlsFiles, open_connection
+from ..connection import Connection
 from ..errors import CommandTimeout, RedisUnavailable
 from ..redis_types import Argv
 from ..resp import ReplyError

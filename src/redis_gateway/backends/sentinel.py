@@ -22,7 +22,7 @@ import dataclasses
 import logging
 from urllib.parse import unquote, urlsplit
 
-from ..connection import Address
+from ..connect import Address
 from ..errors import GatewayError, RedisUnavailable
 from ..redis_types import pairs, text
 from ..resp import ReplyError

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 
-from ...connection import Address
+from ...connect import Address
 from ...errors import GatewayError, RedisUnavailable
 from ...settings import BackendSettings, LimitSettings
 from ..node import Endpoint, Node, Nodes
