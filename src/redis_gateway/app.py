@@ -89,6 +89,9 @@ class Gateway:
         self.sync_tokens = SyncTokens()
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
+        # Set by the server when it starts to drain (SIGTERM): /readyz answers 503 at once,
+        # so load balancers stop sending before the port closes.
+        self.draining = False
 
     def graphql(self) -> GraphQLEndpoint:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
@@ -257,6 +260,8 @@ class Gateway:
     async def _health(self, path: str) -> Response:
         if path == "/healthz":
             return Response(200, json_body({"result": "ok"}), [JSON_TYPE])
+        if self.draining:
+            return _error(RedisUnavailable("the gateway is stopping (draining its requests)"))
         down = [b.name for b in self.backends.values() if not await b.ping()]
         if down:
             return _error(RedisUnavailable(f"Redis not reachable for backend(s): "

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -59,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis", help="Redis URL (default: start an embedded Redis)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8079)")
+    serve.add_argument("--workers", help="processes serving the port, or 'auto' (one per "
+                                         "core); default: the workers setting, 1")
+    # Between the supervisor and its workers (supervisor.py): not for people.
+    serve.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--dev-token-hash", help=argparse.SUPPRESS)
+    serve.add_argument("--dev-token-rules", default="read-write", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     token = commands.add_parser("token", help="manage tokens").add_subparsers(title="token")
@@ -110,12 +117,17 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import Gateway
     from .embedded import EmbeddedRedis, EmbeddedRedisError
 
-    overrides: dict[str, Any] = {"redis": args.redis, "host": args.host, "port": args.port}
+    overrides: dict[str, Any] = {"redis": args.redis, "host": args.host, "port": args.port,
+                                 "workers": args.workers}
     settings = _load(args, secrets=False, **overrides)  # enough to set up; secrets below
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.tokens_file:
         overrides["tokens_file"] = str(default_tokens_file())
+    worker = args.worker_ready_fd is not None  # one of a supervisor's workers
+    if settings.workers > 1 and settings.server != "builtin" and not worker:
+        raise settings_mod.SettingsError("workers: more than one needs server = \"builtin\" "
+                                         "(uvicorn has its own --workers)")
     embedded = None
     if not settings.backends["default"].url:
         embedded = EmbeddedRedis()
@@ -131,22 +143,24 @@ def _serve(args: argparse.Namespace) -> int:
 
     extra: list[TokenRecord] = []
     dev_token = None
-    if TokenStore(settings).empty:
+    if args.dev_token_hash:  # made by the supervisor, the same for every worker
+        extra.append(TokenRecord("development", args.dev_token_hash, args.dev_token_rules))
+    elif TokenStore(settings).empty:
         # Nothing configured: a token for this run only, admin on a throwaway Redis,
         # read-write (dangerous commands closed) on a real one.
         dev_token = new_token()
         rules = "admin" if embedded else "read-write"
         extra.append(TokenRecord(name="development", hash=hash_token(dev_token), rules=rules))
-    gateway = Gateway(settings, extra_tokens=extra,
-                      on_shutdown=embedded.stop if embedded else None)
     base = f"http://{_display_host(settings.host)}:{settings.port}{settings.base_path}"
 
-    def announce() -> None:
+    def announce(redis_label: str) -> None:
         # Said once the built-in server listens: whoever reads it may connect at once.
         print(f"redis-gateway listening on {base}", flush=True)
         print(f"  console: {base}/console/", flush=True)
-        print(f"  Redis: {gateway.backends['default'].label}"
+        print(f"  Redis: {redis_label}"
               + (" (embedded, not persisted)" if embedded else ""), flush=True)
+        if settings.workers > 1:
+            print(f"  workers: {settings.workers}", flush=True)
         if dev_token:
             print(f"  token (this run only, {extra[0].rules}): {dev_token}", flush=True)
             print(f"  try: curl -H 'Authorization: Bearer {dev_token}' {base}/ping", flush=True)
@@ -154,8 +168,11 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"  tokens: from configuration and {settings.tokens_file}", flush=True)
 
     try:
+        if settings.workers > 1 and not worker:
+            return _supervise(args, settings, overrides, extra, announce)
+        gateway = Gateway(settings, extra_tokens=extra)
         if settings.server == "uvicorn":
-            announce()
+            announce(gateway.backends["default"].label)
             return _run_uvicorn(gateway, settings)
         from .server import serve
 
@@ -163,11 +180,45 @@ def _serve(args: argparse.Namespace) -> int:
             import uvloop
 
             uvloop.install()
-        asyncio.run(serve(gateway, settings.host, settings.port, settings.limits, announce))
+
+        async def rebuild() -> Gateway:  # SIGHUP: the configuration as it is now
+            return Gateway(_load(args, **overrides), extra_tokens=extra)
+
+        def listening() -> None:
+            if worker:
+                os.write(args.worker_ready_fd, b"1")
+                os.close(args.worker_ready_fd)
+            else:
+                announce(gateway.backends["default"].label)
+
+        asyncio.run(serve(gateway, settings.host, settings.port, settings.limits, listening,
+                          drain_timeout=settings.drain_timeout, reload=rebuild,
+                          reuse_port=worker))
     finally:
         if embedded:
             embedded.stop()
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: settings_mod.Settings,
+               overrides: dict[str, Any], extra: list[TokenRecord],
+               announce: Any) -> int:
+    """Run ``settings.workers`` workers, each ``serve`` again with what was decided here
+    (the embedded Redis, the development token) on its command line."""
+    from .backends import make_backend
+    from .supervisor import Supervisor
+
+    common = [sys.executable, "-m", "redis_gateway", "serve", "--workers", "1"]
+    for flag, value in (("--config", args.config), ("--redis", overrides["redis"]),
+                        ("--host", args.host), ("--port", args.port)):
+        if value is not None:
+            common += [flag, str(value)]
+    if extra:  # a hash, never the token itself, goes on the command line
+        common += ["--dev-token-hash", extra[0].hash, "--dev-token-rules", extra[0].rules]
+    label = make_backend("default", settings.backends["default"], settings.limits).label
+    return Supervisor(command=lambda fd: [*common, "--worker-ready-fd", str(fd)],
+                      count=settings.workers, on_listening=lambda: announce(label),
+                      drain_timeout=settings.drain_timeout).run()
 
 
 def _run_uvicorn(app: Any, settings: settings_mod.Settings) -> int:
@@ -187,6 +238,7 @@ def _run_uvicorn(app: Any, settings: settings_mod.Settings) -> int:
         backlog=2048, limit_concurrency=limits.max_connections,
         timeout_keep_alive=math.ceil(limits.keep_alive_timeout),
         h11_max_incomplete_event_size=limits.max_header_bytes,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout),
     )
     try:
         uvicorn.Server(config).run()
