@@ -32,6 +32,7 @@ from http import HTTPStatus
 import httptools
 
 from . import lifecycle
+from .errors import GatewayError
 from .http import JSON_TYPE, Request, Response, json_body, too_large, too_slow
 from .lifecycle import Handler
 from .settings import LimitSettings
@@ -473,7 +474,7 @@ class HttpConnection(asyncio.Protocol):
                 return
             await self._run(request)
             self._running = False
-            if not request.keep_alive or self._state.stopping:
+            if not request.keep_alive or (self._state.stopping and not self._queue):
                 self._transport.close()
                 return
             if not self._queue:
@@ -505,8 +506,9 @@ class HttpConnection(asyncio.Protocol):
             self.app_in_use = None
         if self._transport.is_closing():
             return
-        # Draining: this is the connection's last response, and the client is told so.
-        extra = [] if incoming.keep_alive and not self._state.stopping else [_CLOSE]
+        # Draining: the requests already received are answered; the last says so.
+        last = not incoming.keep_alive or (self._state.stopping and not self._queue)
+        extra = [_CLOSE] if last else []
         head = _head(response.status, [*response.headers, *extra], len(response.body),
                      incoming.version)
         # HEAD: the length of the body a GET would have had, and no body.
@@ -565,8 +567,12 @@ async def serve(app: Handler, host: str, port: int, limits: LimitSettings,
     _allow_open_files(limits.max_connections)
     state = ServerState(app, limits)
     await app.warm_up()
-    server = await loop.create_server(lambda: HttpConnection(state), host, port,
-                                      backlog=2048, reuse_port=reuse_port or None)
+    try:
+        server = await loop.create_server(lambda: HttpConnection(state), host, port,
+                                          backlog=2048, reuse_port=reuse_port or None)
+    except OSError as exc:
+        await app.close()
+        raise GatewayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     if on_listening is not None:
         on_listening()
     stop = asyncio.Event()
