@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .admission import GCRA_SCRIPT, Admission
-from .auth import REDIS_TOKENS_KEY, RESERVED_PREFIX, TokenRecord, TokenStore, revocation_field
+from .auth import (
+    REDIS_TOKENS_KEY,
+    RESERVED_PREFIX,
+    Principal,
+    TokenRecord,
+    TokenStore,
+    revocation_field,
+)
 from .backends import Backend, make_backend
 from .enforcement import prepare as prepare_enforcement
 from .errors import (
@@ -113,6 +120,10 @@ class Gateway:
             document["servers"][0]["url"] = self._base or "/"
             self._openapi = json_body(document)
         return self._openapi
+
+    async def known_tokens(self) -> list[Principal]:
+        """Every token known now, those kept in Redis included (``check``, ``explain``)."""
+        return await self.tokens.known(self._fetch_all_token_records)
 
     async def _fetch_token_record(self, token_hash: str) -> tuple[Any, Any]:
         (reply,) = await self.backends["default"].run(

@@ -68,7 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev-token-rules", default="read-write", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
+    checking = commands.add_parser("check", help="check the configuration against the live "
+                                   "servers: versions, topology, enforcement, what each token "
+                                   "may do; exits 1 on any problem")
+    checking.set_defaults(run=_check)
     token = commands.add_parser("token", help="manage tokens").add_subparsers(title="token")
+    explaining = token.add_parser("explain", help="whether and why a token may run a command")
+    explaining.add_argument("name")
+    explaining.add_argument("command", nargs=argparse.REMAINDER, help="CMD ARGS...")
+    explaining.set_defaults(run=_token_explain)
     create = token.add_parser("create", help="create a token and print it once")
     create.add_argument("--name", required=True)
     create.add_argument("--rules", default="read-write",
@@ -91,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     hashing = token.add_parser("hash", help="print the hash to put in a config file")
     hashing.add_argument("token")
     hashing.set_defaults(run=lambda a: print(hash_token(a.token)) or 0)
-    for sub in (create, listing, revoke):
+    for sub in (create, listing, revoke, checking, explaining):
         sub.add_argument("--config", help="TOML configuration file")
         sub.add_argument("--file", help="tokens file (default: tokens_file setting, or "
                                         f"{default_tokens_file()})")
@@ -257,6 +265,50 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+# check, explain ----------------------------------------------------------------------
+def _live_settings(args: argparse.Namespace) -> settings_mod.Settings:
+    """The settings ``serve`` would run with; the tokens file where ``serve`` looks."""
+    settings = _load(args)
+    return _load(args, tokens_file=str(_tokens_file(args, settings)))
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import check
+
+    settings = _live_settings(args)
+    if not settings.redis and not any(b.url for b in settings.backends.values()):
+        print("no Redis configured: `serve` would start an embedded one; nothing to check")
+        return 0
+    report = asyncio.run(check(settings))
+    print("\n".join(report.lines))
+    if report.problems:
+        print(f"redis-gateway check: {len(report.problems)} problem(s):", file=sys.stderr)
+        for problem in report.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print("ok: no problem found")
+    return 0
+
+
+def _token_explain(args: argparse.Namespace) -> int:
+    from .app import Gateway
+    from .explain import explain
+
+    if not args.command:
+        raise GatewayError("say which command: redis-gateway token explain NAME CMD ARGS...")
+
+    async def run() -> int:
+        gateway = Gateway(_live_settings(args))
+        try:
+            answer = await explain(gateway, args.name, [os.fsencode(a) for a in args.command])
+        finally:
+            await gateway.close()
+        print(answer.text())
+        return 0 if answer.allowed else 1
+
+    return asyncio.run(run())
 
 
 # tokens ----------------------------------------------------------------------------
