@@ -81,24 +81,23 @@ async def _check_backend(report: Report, gateway: Gateway, name: str, backend: B
         report.problem(f"backend '{name}': {exc.message}")
         return None
     report.say(f"  {backend.label}; {len(table.commands)} commands")
-    nodes = backend.nodes()
-    for node in nodes:
-        await _check_node(report, name, node)
+    nodes = [node for node in backend.nodes() if await _check_node(report, name, node)]
     enforcement = gateway.executor.enforcement(name)
     await _check_enforcement(report, enforcement, settings, nodes, principals)
     return table
 
 
-async def _check_node(report: Report, backend: str, node: Node) -> None:
+async def _check_node(report: Report, backend: str, node: Node) -> bool:
+    """Reports the node's version and role; False if it cannot be reached or asked."""
     try:
         server, replication = await node.run([[b"INFO", b"server"], [b"INFO", b"replication"]])
     except GatewayError as exc:
         report.problem(f"backend '{backend}': node {node.label}: {exc.message}")
-        return
+        return False
     if isinstance(server, ReplyError) or isinstance(replication, ReplyError):
         report.problem(f"backend '{backend}': node {node.label} refused INFO: "
                        f"{server if isinstance(server, ReplyError) else replication}")
-        return
+        return False
     info = _info(server) | _info(replication)
     product = "Valkey" if "valkey_version" in info else "Redis"
     version = info.get("valkey_version") or info.get("redis_version", "?")
@@ -106,6 +105,7 @@ async def _check_node(report: Report, backend: str, node: Node) -> None:
     mode = info.get("redis_mode", "")
     report.say(f"  node {node.label}: {product} {version}, {role}"
                + (f" ({mode})" if mode and mode != "standalone" else ""))
+    return True
 
 
 def _info(reply: Any) -> dict[str, str]:

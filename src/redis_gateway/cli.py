@@ -281,6 +281,8 @@ def _check(args: argparse.Namespace) -> int:
     if not settings.redis and not any(b.url for b in settings.backends.values()):
         print("no Redis configured: `serve` would start an embedded one; nothing to check")
         return 0
+    # What goes wrong is in the report; the log adds only what is worse.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     report = asyncio.run(check(settings))
     print("\n".join(report.lines))
     if report.problems:
