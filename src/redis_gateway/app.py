@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .admission import GCRA_SCRIPT, Admission
-from .auth import REDIS_TOKENS_KEY, RESERVED_PREFIX, TokenRecord, TokenStore, revocation_field
+from .auth import (
+    REDIS_TOKENS_KEY,
+    RESERVED_PREFIX,
+    Principal,
+    TokenRecord,
+    TokenStore,
+    revocation_field,
+)
 from .backends import Backend, make_backend
 from .enforcement import prepare as prepare_enforcement
 from .errors import (
@@ -89,6 +96,9 @@ class Gateway:
         self.sync_tokens = SyncTokens()
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
+        # Set by the server when it starts to drain (SIGTERM): /readyz answers 503 at once,
+        # so load balancers stop sending before the port closes.
+        self.draining = False
 
     def graphql(self) -> GraphQLEndpoint:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
@@ -110,6 +120,10 @@ class Gateway:
             document["servers"][0]["url"] = self._base or "/"
             self._openapi = json_body(document)
         return self._openapi
+
+    async def known_tokens(self) -> list[Principal]:
+        """Every token known now, those kept in Redis included (``check``, ``explain``)."""
+        return await self.tokens.known(self._fetch_all_token_records)
 
     async def _fetch_token_record(self, token_hash: str) -> tuple[Any, Any]:
         (reply,) = await self.backends["default"].run(
@@ -257,6 +271,8 @@ class Gateway:
     async def _health(self, path: str) -> Response:
         if path == "/healthz":
             return Response(200, json_body({"result": "ok"}), [JSON_TYPE])
+        if self.draining:
+            return _error(RedisUnavailable("the gateway is stopping (draining its requests)"))
         down = [b.name for b in self.backends.values() if not await b.ping()]
         if down:
             return _error(RedisUnavailable(f"Redis not reachable for backend(s): "

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -59,9 +60,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis", help="Redis URL (default: start an embedded Redis)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8079)")
+    serve.add_argument("--workers", help="processes serving the port, or 'auto' (one per "
+                                         "core); default: the workers setting, 1")
+    # Between the supervisor and its workers (supervisor.py): not for people.
+    serve.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--dev-token-hash", help=argparse.SUPPRESS)
+    serve.add_argument("--dev-token-rules", default="read-write", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
+    checking = commands.add_parser("check", help="check the configuration against the live "
+                                   "servers: versions, topology, enforcement, what each token "
+                                   "may do; exits 1 on any problem")
+    checking.set_defaults(run=_check)
     token = commands.add_parser("token", help="manage tokens").add_subparsers(title="token")
+    explaining = token.add_parser("explain", help="whether and why a token may run a command")
+    explaining.add_argument("name")
+    explaining.add_argument("command", nargs=argparse.REMAINDER, help="CMD ARGS...")
+    explaining.set_defaults(run=_token_explain)
     create = token.add_parser("create", help="create a token and print it once")
     create.add_argument("--name", required=True)
     create.add_argument("--rules", default="read-write",
@@ -84,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     hashing = token.add_parser("hash", help="print the hash to put in a config file")
     hashing.add_argument("token")
     hashing.set_defaults(run=lambda a: print(hash_token(a.token)) or 0)
-    for sub in (create, listing, revoke):
+    for sub in (create, listing, revoke, checking, explaining):
         sub.add_argument("--config", help="TOML configuration file")
         sub.add_argument("--file", help="tokens file (default: tokens_file setting, or "
                                         f"{default_tokens_file()})")
@@ -110,12 +125,17 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import Gateway
     from .embedded import EmbeddedRedis, EmbeddedRedisError
 
-    overrides: dict[str, Any] = {"redis": args.redis, "host": args.host, "port": args.port}
+    overrides: dict[str, Any] = {"redis": args.redis, "host": args.host, "port": args.port,
+                                 "workers": args.workers}
     settings = _load(args, secrets=False, **overrides)  # enough to set up; secrets below
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.tokens_file:
         overrides["tokens_file"] = str(default_tokens_file())
+    worker = args.worker_ready_fd is not None  # one of a supervisor's workers
+    if settings.workers > 1 and settings.server != "builtin" and not worker:
+        raise settings_mod.SettingsError("workers: more than one needs server = \"builtin\" "
+                                         "(uvicorn has its own --workers)")
     embedded = None
     if not settings.backends["default"].url:
         embedded = EmbeddedRedis()
@@ -131,22 +151,24 @@ def _serve(args: argparse.Namespace) -> int:
 
     extra: list[TokenRecord] = []
     dev_token = None
-    if TokenStore(settings).empty:
+    if args.dev_token_hash:  # made by the supervisor, the same for every worker
+        extra.append(TokenRecord("development", args.dev_token_hash, args.dev_token_rules))
+    elif TokenStore(settings).empty:
         # Nothing configured: a token for this run only, admin on a throwaway Redis,
         # read-write (dangerous commands closed) on a real one.
         dev_token = new_token()
         rules = "admin" if embedded else "read-write"
         extra.append(TokenRecord(name="development", hash=hash_token(dev_token), rules=rules))
-    gateway = Gateway(settings, extra_tokens=extra,
-                      on_shutdown=embedded.stop if embedded else None)
     base = f"http://{_display_host(settings.host)}:{settings.port}{settings.base_path}"
 
-    def announce() -> None:
+    def announce(redis_label: str) -> None:
         # Said once the built-in server listens: whoever reads it may connect at once.
         print(f"redis-gateway listening on {base}", flush=True)
         print(f"  console: {base}/console/", flush=True)
-        print(f"  Redis: {gateway.backends['default'].label}"
+        print(f"  Redis: {redis_label}"
               + (" (embedded, not persisted)" if embedded else ""), flush=True)
+        if settings.workers > 1:
+            print(f"  workers: {settings.workers}", flush=True)
         if dev_token:
             print(f"  token (this run only, {extra[0].rules}): {dev_token}", flush=True)
             print(f"  try: curl -H 'Authorization: Bearer {dev_token}' {base}/ping", flush=True)
@@ -154,8 +176,11 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"  tokens: from configuration and {settings.tokens_file}", flush=True)
 
     try:
+        if settings.workers > 1 and not worker:
+            return _supervise(args, settings, overrides, extra, announce)
+        gateway = Gateway(settings, extra_tokens=extra)
         if settings.server == "uvicorn":
-            announce()
+            announce(gateway.backends["default"].label)
             return _run_uvicorn(gateway, settings)
         from .server import serve
 
@@ -163,11 +188,45 @@ def _serve(args: argparse.Namespace) -> int:
             import uvloop
 
             uvloop.install()
-        asyncio.run(serve(gateway, settings.host, settings.port, settings.limits, announce))
+
+        async def rebuild() -> Gateway:  # SIGHUP: the configuration as it is now
+            return Gateway(_load(args, **overrides), extra_tokens=extra)
+
+        def listening() -> None:
+            if worker:
+                os.write(args.worker_ready_fd, b"1")
+                os.close(args.worker_ready_fd)
+            else:
+                announce(gateway.backends["default"].label)
+
+        asyncio.run(serve(gateway, settings.host, settings.port, settings.limits, listening,
+                          drain_timeout=settings.drain_timeout, reload=rebuild,
+                          reuse_port=worker))
     finally:
         if embedded:
             embedded.stop()
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: settings_mod.Settings,
+               overrides: dict[str, Any], extra: list[TokenRecord],
+               announce: Any) -> int:
+    """Run ``settings.workers`` workers, each ``serve`` again with what was decided here
+    (the embedded Redis, the development token) on its command line."""
+    from .backends import make_backend
+    from .supervisor import Supervisor
+
+    common = [sys.executable, "-m", "redis_gateway", "serve", "--workers", "1"]
+    for flag, value in (("--config", args.config), ("--redis", overrides["redis"]),
+                        ("--host", args.host), ("--port", args.port)):
+        if value is not None:
+            common += [flag, str(value)]
+    if extra:  # a hash, never the token itself, goes on the command line
+        common += ["--dev-token-hash", extra[0].hash, "--dev-token-rules", extra[0].rules]
+    label = make_backend("default", settings.backends["default"], settings.limits).label
+    return Supervisor(command=lambda fd: [*common, "--worker-ready-fd", str(fd)],
+                      count=settings.workers, on_listening=lambda: announce(label),
+                      drain_timeout=settings.drain_timeout).run()
 
 
 def _run_uvicorn(app: Any, settings: settings_mod.Settings) -> int:
@@ -187,6 +246,7 @@ def _run_uvicorn(app: Any, settings: settings_mod.Settings) -> int:
         backlog=2048, limit_concurrency=limits.max_connections,
         timeout_keep_alive=math.ceil(limits.keep_alive_timeout),
         h11_max_incomplete_event_size=limits.max_header_bytes,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout),
     )
     try:
         uvicorn.Server(config).run()
@@ -205,6 +265,52 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+# check, explain ----------------------------------------------------------------------
+def _live_settings(args: argparse.Namespace) -> settings_mod.Settings:
+    """The settings ``serve`` would run with; the tokens file where ``serve`` looks."""
+    settings = _load(args)
+    return _load(args, tokens_file=str(_tokens_file(args, settings)))
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import check
+
+    settings = _live_settings(args)
+    if not settings.redis and not any(b.url for b in settings.backends.values()):
+        print("no Redis configured: `serve` would start an embedded one; nothing to check")
+        return 0
+    # What goes wrong is in the report; the log adds only what is worse.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    report = asyncio.run(check(settings))
+    print("\n".join(report.lines))
+    if report.problems:
+        print(f"redis-gateway check: {len(report.problems)} problem(s):", file=sys.stderr)
+        for problem in report.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print("ok: no problem found")
+    return 0
+
+
+def _token_explain(args: argparse.Namespace) -> int:
+    from .app import Gateway
+    from .explain import explain
+
+    if not args.command:
+        raise GatewayError("say which command: redis-gateway token explain NAME CMD ARGS...")
+
+    async def run() -> int:
+        gateway = Gateway(_live_settings(args))
+        try:
+            answer = await explain(gateway, args.name, [os.fsencode(a) for a in args.command])
+        finally:
+            await gateway.close()
+        print(answer.text())
+        return 0 if answer.allowed else 1
+
+    return asyncio.run(run())
 
 
 # tokens ----------------------------------------------------------------------------

@@ -70,7 +70,9 @@ class EmbeddedRedis:
              "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
              "--dir", str(self._dir), "--logfile", str(self._dir / "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            # Its own process group: a Ctrl-C in the terminal reaches the gateway, which
+            # drains its requests and then stops this Redis, not both at once.
+            preexec_fn=_die_with_parent, process_group=0,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

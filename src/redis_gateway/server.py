@@ -25,14 +25,16 @@ import asyncio
 import logging
 import signal
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Protocol
 
 import httptools
 
+from . import lifecycle
+from .errors import GatewayError
 from .http import JSON_TYPE, Request, Response, json_body, too_large, too_slow
+from .lifecycle import Handler
 from .settings import LimitSettings
 
 log = logging.getLogger("redis_gateway.server")
@@ -58,12 +60,6 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
-class Handler(Protocol):
-    async def handle(self, request: Request) -> Response: ...
-    async def warm_up(self) -> None: ...
-    async def close(self) -> None: ...
-
-
 @dataclass(eq=False)
 class ServerState:
     """What the connections of one server share."""
@@ -75,6 +71,10 @@ class ServerState:
     # own allowance (limits.max_header_bytes): bounded by max_pending_request_bytes.
     pending_bytes: int = 0
     stopping: bool = False
+    # Open streams, told to end when the server drains (lifecycle.py).
+    drainables: set[lifecycle.Drainable] = field(default_factory=set)
+    # Set once stopping and the last connection is gone.
+    all_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class RequestState:
@@ -123,7 +123,8 @@ class HttpConnection(asyncio.Protocol):
     def __init__(self, state: ServerState) -> None:
         self._state = state
         self._limits = state.limits
-        self._app = state.app
+        # The app running this connection's request (a reload waits for it to be None).
+        self.app_in_use: Handler | None = None
         # The limits read on every request.
         self._max_head = state.limits.max_header_bytes
         self._max_queue = state.limits.max_pipelined_requests
@@ -175,6 +176,8 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = self._closing = True
         self._state.connections.discard(self)
+        if self._state.stopping and not self._state.connections:
+            self._state.all_closed.set()
         self._current = None
         self._queue.clear()
         self._queued_bytes = 0
@@ -442,6 +445,9 @@ class HttpConnection(asyncio.Protocol):
         if self._finished or not (self._queue or self._current or self._running):
             self._transport.close()
 
+    def abort(self) -> None:
+        self._transport.abort()
+
     # serving -------------------------------------------------------------------------
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -468,7 +474,7 @@ class HttpConnection(asyncio.Protocol):
                 return
             await self._run(request)
             self._running = False
-            if not request.keep_alive or self._state.stopping:
+            if not request.keep_alive or (self._state.stopping and not self._queue):
                 self._transport.close()
                 return
             if not self._queue:
@@ -489,15 +495,20 @@ class HttpConnection(asyncio.Protocol):
         body = incoming.body
         request = Request(method, _decode_path(path), path, query, incoming.headers,
                           body if type(body) is bytes else bytes(body))
+        app = self.app_in_use = self._state.app
         try:
-            response = await self._app.handle(request)
+            response = await app.handle(request)
         except Exception:  # handle() answers every error itself; this is a last resort
             log.exception("the gateway failed on %s %s", method, request.path)
             response = Response(500, json_body({"error": "internal gateway error; see the log"}),
                                 [JSON_TYPE])
+        finally:
+            self.app_in_use = None
         if self._transport.is_closing():
             return
-        extra = [] if incoming.keep_alive else [_CLOSE]
+        # Draining: the requests already received are answered; the last says so.
+        last = not incoming.keep_alive or (self._state.stopping and not self._queue)
+        extra = [_CLOSE] if last else []
         head = _head(response.status, [*response.headers, *extra], len(response.body),
                      incoming.version)
         # HEAD: the length of the body a GET would have had, and no body.
@@ -547,19 +558,34 @@ def _allow_open_files(connections: int) -> None:
 
 
 async def serve(app: Handler, host: str, port: int, limits: LimitSettings,
-                on_listening: Callable[[], None] | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then finish the requests in flight and close the app."""
+                on_listening: Callable[[], None] | None = None, *, drain_timeout: float = 30.0,
+                reload: Callable[[], Awaitable[Handler]] | None = None,
+                reuse_port: bool = False) -> None:
+    """Run until SIGINT/SIGTERM, then drain (lifecycle.py) and close the app; SIGHUP
+    reloads the app with ``reload``. ``reuse_port``: several processes serve the port."""
     loop = asyncio.get_running_loop()
     _allow_open_files(limits.max_connections)
     state = ServerState(app, limits)
     await app.warm_up()
-    server = await loop.create_server(lambda: HttpConnection(state), host, port,
-                                      backlog=2048)
+    try:
+        server = await loop.create_server(lambda: HttpConnection(state), host, port,
+                                          backlog=2048, reuse_port=reuse_port or None)
+    except OSError as exc:
+        await app.close()
+        raise GatewayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     if on_listening is not None:
         on_listening()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    if reload is not None:
+        def hangup() -> None:
+            task = loop.create_task(lifecycle.reload(state, reload, drain_timeout))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hangup)
 
     async def sweep() -> None:
         # One pass a second instead of a timer per request: deadlines are enforced up to
@@ -574,10 +600,8 @@ async def serve(app: Handler, host: str, port: int, limits: LimitSettings,
     try:
         await stop.wait()
     finally:
-        state.stopping = True
-        server.close()
-        for conn in list(state.connections):
-            conn.close_if_idle()
-        await server.wait_closed()  # the sweep goes on: deadlines end the slow ones
+        await lifecycle.drain(state, server, drain_timeout)  # the sweep goes on meanwhile
         sweeper.cancel()
-        await app.close()
+        for task in list(reloads):
+            await task
+        await state.app.close()

@@ -205,6 +205,11 @@ class Settings:
     # "builtin": the gateway's own HTTP/1.1 server (server.py), fastest; "uvicorn" if
     # you need what only uvicorn has (h11 fallback, its logging and options).
     server: str = "builtin"
+    # Processes serving the port (SO_REUSEPORT) under one supervisor; "auto" in the file
+    # or environment means one per CPU core (resolved when loaded: always an int here).
+    workers: int = 1
+    # SIGTERM: seconds the requests in flight have to finish before their connections close.
+    drain_timeout: float = 30.0
     # Where `redis-gateway token create` keeps tokens (hashes only); "" disables the file.
     tokens_file: str = ""
     # "redis": tokens also live in the default backend, shared by all gateway instances.
@@ -264,6 +269,9 @@ def load(
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
+    if data.get("workers") == "auto":
+        data["workers"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
     settings = _build(Settings, data, "")
     return _finish(settings)
 
@@ -277,6 +285,10 @@ def _finish(settings: Settings) -> Settings:
         not settings.base_path.startswith("/") or settings.base_path.endswith("/")
     ):
         raise SettingsError("base_path: must start with '/' and not end with '/', e.g. '/redis'")
+    if not 1 <= settings.workers <= 512:
+        raise SettingsError(f"workers: {settings.workers} is not between 1 and 512 (or \"auto\")")
+    if settings.drain_timeout < 0:
+        raise SettingsError("drain_timeout: must not be negative")
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port: {settings.port} is not between 1 and 65535")
     for section in ("limits", "graphql"):
