@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     hashing = token.add_parser("hash", help="print the hash to put in a config file")
     hashing.add_argument("token")
     hashing.set_defaults(run=lambda a: print(hash_token(a.token)) or 0)
+    audit = commands.add_parser("audit", help="print the audit trail (JSON lines), oldest "
+                                "first: who ran which command that writes, on which keys")
+    audit.add_argument("--config", help="TOML configuration file")
+    audit.add_argument("--since", help="ISO 8601 time, or a duration back from now: 30m, 2d")
+    audit.add_argument("--token", help="only this token's commands (its name)")
+    audit.add_argument("--key", help="only commands on keys matching this glob pattern")
+    audit.set_defaults(run=_audit)
     for sub in (create, listing, revoke):
         sub.add_argument("--config", help="TOML configuration file")
         sub.add_argument("--file", help="tokens file (default: tokens_file setting, or "
@@ -112,8 +119,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {"redis": args.redis, "host": args.host, "port": args.port}
     settings = _load(args, secrets=False, **overrides)  # enough to set up; secrets below
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .observe.logs import configure as configure_logs
+
+    configure_logs(settings.log_level, settings.log_format, settings.log_levels)
     if not settings.tokens_file:
         overrides["tokens_file"] = str(default_tokens_file())
     embedded = None
@@ -302,6 +310,20 @@ def _token_revoke(args: argparse.Namespace) -> int:
         write_tokens_file(path, kept)
     print(f"revoked token '{args.name}'", file=sys.stderr)
     return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .observe.audit_cli import print_audit
+
+    settings = _load(args)
+    since = None
+    if args.since:
+        now = dt.datetime.now(dt.UTC)
+        match = _DURATION.match(args.since.strip())
+        moment = now - dt.timedelta(**{_UNITS[match[2]]: int(match[1])}) if match \
+            else parse_expiry(args.since)
+        since = moment.timestamp()
+    return print_audit(settings, since=since, token=args.token, key=args.key)
 
 
 async def _redis_call(settings: settings_mod.Settings, argv: list[bytes]) -> Any:
