@@ -148,8 +148,8 @@ class Observer:
         span = None
         if self.tracer is not None and record.span is not None:
             now_ns = time.time_ns()
-            policy = self.tracer.child(record.span, "redis-gateway policy", now_ns - int(
-                (time.perf_counter() - record.start) * 1e9))
+            policy = self.tracer.child(record.span, "redis-gateway policy",
+                                       record.span.start_time)
             policy.end(now_ns)
             span = self.tracer.child(record.span, "redis-gateway redis", now_ns)
             span.set_attribute("db.system.name", "redis")
