@@ -86,7 +86,7 @@ class PrometheusSink(Sink):
         # registry is this process's view otherwise. A registry per sink: several
         # gateways in one process (tests) do not collide.
         # The *_created series double the exposition and nothing here graphs them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._requests = Counter("redis_gateway_requests", "HTTP requests answered",
