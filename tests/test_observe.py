@@ -284,3 +284,23 @@ def test_audit_cli_when_off(tmp_path: object) -> None:
                                                    "redis://127.0.0.1:1/0"})
     assert r.returncode == 1 and "audit trail is off" in r.stderr
 
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics(observed: GatewayProcess) -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent / "deploy" / "observability"
+    rules = yaml.safe_load((root / "alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    assert all(rule["alert"] and rule["labels"]["severity"]
+               for group in rules["groups"] for rule in group["rules"])
+    dashboard = json.loads((root / "grafana-dashboard.json").read_text())
+    exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"redis_gateway_[a-z_]+", e)}
+    with observed.client("alice") as alice:  # at least one of each kind of series
+        alice.get("/get/x")
+    exported = {s.name for samples in scrape(observed).values() for s in samples}  # type: ignore[attr-defined]
+    assert used and used <= exported, used - exported

@@ -35,8 +35,9 @@ class Sink:
     def pool_wait(self, backend: str, seconds: float) -> None:
         """A request waited for a reserved connection (all were in use)."""
 
-    def backend_event(self, backend: str, event: str) -> None:
-        """``event``: "reconnect", "redirect" (MOVED/ASK) or "failover"."""
+    def backend_event(self, node: str, event: str) -> None:
+        """At Redis node ``node`` (host:port): "reconnect", "redirect" (it answered MOVED
+        or ASK) or "failover" (Sentinel made it the primary)."""
 
     def rate_limited(self, reason: str) -> None:
         """A request refused with 429: "concurrency", "rate", "reply_rate", "reserved"."""

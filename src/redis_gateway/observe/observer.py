@@ -67,7 +67,9 @@ class Observer:
         if settings.metrics_token or settings.metrics_listen:
             from .prometheus import PrometheusSink
 
-            self.sink = PrometheusSink(backends, token_labels=settings.metrics_token_labels,
+            nodes = [n.label for b in backends.values() for n in b.nodes()]
+            self.sink = PrometheusSink(backends, nodes,
+                                       token_labels=settings.metrics_token_labels,
                                        connections=self._connections)
             metrics.install(self.sink)
         self.audit: AuditWriter | None = None

@@ -78,7 +78,8 @@ def worker_exited(pid: int) -> None:
 
 
 class PrometheusSink(Sink):
-    def __init__(self, backends: Iterable[str], *, token_labels: int = 0,
+    def __init__(self, backends: Iterable[str], nodes: Iterable[str] = (), *,
+                 token_labels: int = 0,
                  connections: Callable[[], Iterator[tuple[str, str, str, int]]] | None = None
                  ) -> None:
         """``connections()`` yields (backend, kind, rule set, count) at each scrape."""
@@ -116,8 +117,9 @@ class PrometheusSink(Sink):
                                     "commands) when all were in use", ["backend"],
                                     buckets=REQUEST_BUCKETS, registry=r)
         self._events = Counter("redis_gateway_backend_events",
-                               "Reconnects, cluster redirects (MOVED/ASK) and failovers",
-                               ["backend", "event"], registry=r)
+                               "Reconnects, cluster redirects (MOVED/ASK) and Sentinel "
+                               "failovers, by the Redis node (host:port) concerned",
+                               ["node", "event"], registry=r)
         self._limited = Counter("redis_gateway_rate_limited",
                                 "Requests refused with 429, by the limit they passed",
                                 ["reason"], registry=r)
@@ -135,8 +137,9 @@ class PrometheusSink(Sink):
             self._queued.labels(backend)
             self._redis.labels(backend)
             self._pool_wait.labels(backend)
+        for node in nodes:  # those known at the start; others appear at their first event
             for event in BACKEND_EVENTS:
-                self._events.labels(backend, event)
+                self._events.labels(node, event)
         for door in DOORS:
             self._duration.labels(door)
         for reason in RATE_LIMIT_REASONS:
@@ -197,8 +200,8 @@ class PrometheusSink(Sink):
     def pool_wait(self, backend: str, seconds: float) -> None:
         self._child(self._pool_wait, backend).observe(seconds)
 
-    def backend_event(self, backend: str, event: str) -> None:
-        self._child(self._events, backend, event).inc()
+    def backend_event(self, node: str, event: str) -> None:
+        self._child(self._events, node, event).inc()
 
     def rate_limited(self, reason: str) -> None:
         self._child(self._limited, reason).inc()
