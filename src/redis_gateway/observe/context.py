@@ -12,12 +12,11 @@ import os
 import re
 from collections.abc import Awaitable, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..auth import Principal
     from ..checks import Prepared
-    from .observer import Observer
 
 # A client's X-Request-Id is kept when it is short and plain (it is echoed in headers
 # and written to logs: no spaces, quotes or control characters); else one is made.
@@ -42,12 +41,19 @@ class RequestIds:
         return self.next()
 
 
+class Watcher(Protocol):
+    """What observes a request's Redis calls (``observer.Observer``)."""
+
+    def watch(self, record: RequestRecord, call: Awaitable[list[Any]], principal: Principal,
+              prepared: Sequence[Prepared]) -> Awaitable[list[Any]]: ...
+
+
 class RequestRecord:
     """What one request did, as far as the logs, metrics, audit and traces need it."""
 
     __slots__ = ("commands", "observer", "request_id", "reset", "span", "start", "token")
 
-    def __init__(self, observer: Observer, request_id: bytes, start: float) -> None:
+    def __init__(self, observer: Watcher, request_id: bytes, start: float) -> None:
         self.observer = observer
         self.request_id = request_id
         self.start = start  # time.perf_counter()

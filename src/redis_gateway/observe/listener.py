@@ -9,18 +9,19 @@ scrape adds up every worker's files (multi-process mode), any of them may answer
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..http import JSON_TYPE, Request, Response, json_body
 from ..server import HttpConnection, ServerState
 from ..settings import LimitSettings
 
-if TYPE_CHECKING:
-    from .observer import Observer
+
+class Exposition(Protocol):
+    def exposition(self) -> Response: ...
 
 
 class MetricsApp:
-    def __init__(self, observer: Observer) -> None:
+    def __init__(self, observer: Exposition) -> None:
         self._observer = observer
 
     async def handle(self, request: Request) -> Response:
@@ -41,7 +42,7 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def listen(observer: Observer, address: str, limits: LimitSettings) -> asyncio.Server:
+async def listen(observer: Exposition, address: str, limits: LimitSettings) -> asyncio.Server:
     host, port = split_address(address)
     state = ServerState(MetricsApp(observer), limits)
     loop = asyncio.get_running_loop()
