@@ -329,3 +329,36 @@ def test_sigkill_of_the_gateway_leaves_no_embedded_redis(tmp_path: Path, workers
         kill_all(spawned)
         process.kill()
         process.wait()
+
+
+def test_workers_metrics_add_up_in_one_scrape(
+        redis: RedisServer, gateway_with: list[GatewayProcess]) -> None:
+    """The supervisor gives its workers one metrics directory of this run's own: a scrape,
+    whichever worker answers it, counts the requests of both, also after one is replaced."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics_port = free_port()
+    gw = start(gateway_with, redis, f'workers = 2\nmetrics_listen = "127.0.0.1:{metrics_port}"')
+    first = workers_of(gw, 2)
+
+    def served() -> float:
+        with connect(metrics_port) as sock:
+            status, _, body = exchange(sock, "GET", "/metrics")
+        assert status == 200
+        return sum(sample.value for family in text_string_to_metric_families(body.decode())
+                   for sample in family.samples
+                   if sample.name == "redis_gateway_requests_total"
+                   and sample.labels.get("command") == "get")
+
+    for _ in range(30):  # new connections: the kernel spreads them over both workers
+        with connect(gw.port) as sock:
+            assert exchange(sock, "GET", "/get/k", gw.tokens["rw"])[0] == 200
+    assert served() == 30
+    os.kill(first[0], signal.SIGKILL)
+    assert gw.process
+    wait_for(lambda: len(set(children(gw.process.pid)) - set(first)) == 1  # type: ignore[union-attr]
+             and len(children(gw.process.pid)) == 2, 15, "a new worker")  # type: ignore[union-attr]
+    # Counters of a dead worker stay counted (Prometheus counters never go down).
+    assert served() == 30
+    gw.stop()
+    assert gw.process.returncode == 0, gw.log

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from .errors import TooManyRequests
+from .observe import metrics
 from .settings import LimitSettings
 
 
@@ -103,9 +104,9 @@ class Admission:
             self._take_rate(name, share)
         count = self._in_flight.get(name, 0)
         if share.concurrency and count >= share.concurrency:
-            raise TooManyRequests(
+            raise _limited(TooManyRequests(
                 f"token '{name}' has {count} requests in flight, its limit "
-                f"(limits.token_concurrency, or the token's concurrency); retry shortly")
+                f"(limits.token_concurrency, or the token's concurrency); retry shortly"))
         self._in_flight[name] = count + 1
 
     def _leave(self, name: str, share: Share, reply_bytes: int) -> None:
@@ -119,7 +120,7 @@ class Admission:
 
     @asynccontextmanager
     async def reserved(self, name: str, share: Share, backend_reserved: int,
-                       wait: float) -> AsyncIterator[None]:
+                       wait: float, backend: str = "default") -> AsyncIterator[None]:
         """Hold one of a backend's reserved connections for token ``name``.
 
         Past its share the token's request waits for one of its own (up to ``wait``
@@ -132,15 +133,18 @@ class Admission:
             gate = self._reserved[name] = _Gate(limit)
         gate.users += 1
         try:
+            waited = time.perf_counter() if gate.slots.locked() else None
             try:
                 async with asyncio.timeout(wait):
                     await gate.slots.acquire()
             except TimeoutError:
-                raise TooManyRequests(
+                raise _limited(TooManyRequests(
                     f"token '{name}' holds {limit} reserved connections (blocking commands, "
                     f"transactions), its share of {backend_reserved} (limits."
                     "token_reserved_share, or the token's reserved), and none came free "
-                    f"within {wait:g} s; retry shortly") from None
+                    f"within {wait:g} s; retry shortly", reason="reserved")) from None
+            if waited is not None:
+                metrics.sink.pool_wait(backend, time.perf_counter() - waited)
             try:
                 yield
             finally:
@@ -158,10 +162,10 @@ class Admission:
         """
         wait = self._reply_tat.get(name, 0.0) - time.monotonic() - 1.0  # 1 s of burst
         if wait > 0:
-            raise TooManyRequests(
+            raise _limited(TooManyRequests(
                 f"token '{name}' is over its budget of {share.reply_rate:g} bytes of replies "
                 f"per second (limits.token_reply_rate, or the token's reply_rate); retry in "
-                f"{wait:.3f} s", retry_after=wait)
+                f"{wait:.3f} s", retry_after=wait, reason="reply_rate"))
 
     def _charge_replies(self, name: str, share: Share, size: int) -> None:
         now = time.monotonic()
@@ -202,9 +206,15 @@ def _burst(share: Share) -> int:
 
 
 def _over_rate(name: str, share: Share, wait: float) -> TooManyRequests:
-    return TooManyRequests(
+    return _limited(TooManyRequests(
         f"token '{name}' is over its rate of {share.rate:g} requests per second "
-        f"(burst {max(_burst(share), 1)}); retry in {wait:.3f} s", retry_after=wait)
+        f"(burst {max(_burst(share), 1)}); retry in {wait:.3f} s", retry_after=wait,
+        reason="rate"))
+
+
+def _limited(refusal: TooManyRequests) -> TooManyRequests:
+    metrics.sink.rate_limited(refusal.reason)
+    return refusal
 
 
 # GCRA in Redis, for limits.shared_rate: KEYS[1] the token's key, ARGV the emission interval

@@ -7,6 +7,7 @@ Routing (below ``base_path``):
 - ``GET /healthz``: the process is up. ``GET /readyz``: every backend answers PING.
 - ``OPTIONS *``: CORS preflight.
 - ``GET /openapi.json``: the REST API's OpenAPI description (``openapi.json``), no token.
+- ``GET /metrics``: Prometheus metrics, with the ``metrics_token`` (else 404).
 - ``/graphql``: the GraphQL front door (AppSync-compatible).
 - ``/console/``: the web console's static files.
 - everything else: the REST front door, after the token is checked.
@@ -57,6 +58,7 @@ from .http import (
     json_body,
     read_body,
 )
+from .observe.observer import Observer
 from .rest import RestApi
 from .settings import Settings
 from .static import StaticFiles
@@ -99,6 +101,7 @@ class Gateway:
         # Set by the server when it starts to drain (SIGTERM): /readyz answers 503 at once,
         # so load balancers stop sending before the port closes.
         self.draining = False
+        self.observer = Observer(settings, self.backends)
 
     def graphql(self) -> GraphQLEndpoint:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
@@ -159,7 +162,8 @@ class Gateway:
             body = await read_body(scope, receive, limits.max_body_bytes, limits.body_timeout)
         except GatewayError as exc:  # the body is not all read: the stream is not trusted
             response = _error(exc)
-            response.headers.append((b"connection", b"close"))
+            response.headers += [(b"connection", b"close"),
+                                 (b"x-request-id", self.observer.ids.next())]
         else:
             request = Request(method, scope["path"], scope.get("raw_path") or
                               scope["path"].encode(), scope.get("query_string", b""),
@@ -188,6 +192,7 @@ class Gateway:
         A Redis that is down is not fatal: the gateway starts, /readyz says so, and
         requests succeed once Redis is back.
         """
+        await self.observer.start(self.settings.limits)
         try:
             principals = await self.tokens.known(self._fetch_all_token_records)
         except GatewayError as exc:
@@ -206,6 +211,7 @@ class Gateway:
                 [p.policy for p in principals if p.backend == backend.name])
 
     async def close(self) -> None:
+        await self.observer.close()  # the audit entries queued are written first
         for backend in self.backends.values():
             await backend.close()
         if self._on_shutdown is not None:
@@ -218,16 +224,22 @@ class Gateway:
         method = request.method
         headers: Headers = [*self.cors.headers(request),
                             (b"upstash-sync-token", self.sync_tokens.next())]
+        record = self.observer.begin(request)
+        path = request.path
         try:
             path = self._local_path(request.path)
             if method == "OPTIONS":
-                return Response(204, b"", self.cors.preflight(request))
+                response = Response(204, b"", self.cors.preflight(request))
+                self.observer.end(record, request, path, response)
+                return response
             if method not in _METHODS:
                 raise MethodNotAllowed(
                     f"method {method} is not allowed; use GET, POST, PUT or HEAD"
                 )
             if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
                 response = await self._health(path)
+            elif path == "/metrics" and method in ("GET", "HEAD"):
+                response = self.observer.metrics_response(request)
             elif path == "/openapi.json" and method in ("GET", "HEAD"):
                 response = Response(200, self.openapi(), [JSON_TYPE])
             elif path == "/graphql" and method in ("GET", "POST"):
@@ -241,6 +253,7 @@ class Gateway:
                     response = self.console.get(path[len("/console/"):])
             else:
                 principal = await self.tokens.authenticate(bearer_token(request))
+                record.token = principal.name
                 async with self.admission.request(principal.name, principal.share) as admitted:
                     try:
                         response = await self.rest.handle(request, principal, path)
@@ -259,6 +272,7 @@ class Gateway:
         if response.status == 405:
             headers.append((b"allow", b"GET, POST, PUT, HEAD, OPTIONS"))
         response.headers = [*response.headers, *headers]
+        self.observer.end(record, request, path, response)
         return response
 
     def _local_path(self, path: str) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 
 from .admission import Share
 from .errors import BadRequest, RedisUnavailable, Unauthorized
+from .observe import metrics
 from .policy import Policy, RuleError, parse
 from .settings import Settings
 
@@ -188,9 +189,10 @@ RedisFetchAll = Callable[[], Awaitable[dict[str, bytes]]]
 
 def gateway_keys_in(settings: Settings, backend: str) -> bool:
     """Whether the gateway keeps keys of its own (under RESERVED_PREFIX) in ``backend``:
-    the token store and the shared rate counters live in the default one."""
+    the token store, the shared rate counters and the audit trail live in the default one."""
     return backend == "default" and (settings.token_store == "redis"
-                                     or settings.limits.shared_rate)
+                                     or settings.limits.shared_rate
+                                     or settings.audit == "redis")
 
 
 def compile_rules(settings: Settings, rules: str, backend: str) -> Policy:
@@ -278,6 +280,7 @@ class TokenStore:
         if mtime == self._file_mtime:
             return
         self._file_mtime = mtime
+        metrics.sink.token_reload("file")
         self._from_file = {}
         try:
             records = read_tokens_file(self._file)
@@ -299,6 +302,7 @@ class TokenStore:
         if cached and now - cached[1] < self._settings.token_cache_seconds:
             return cached[0]
         secret = self._settings.token_store_secret
+        metrics.sink.token_reload("redis")
         try:
             blob, tombstone = await self._redis_fetch(token_hash)
         except RedisUnavailable:

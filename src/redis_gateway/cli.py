@@ -8,7 +8,9 @@ import datetime as dt
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     hashing = token.add_parser("hash", help="print the hash to put in a config file")
     hashing.add_argument("token")
     hashing.set_defaults(run=lambda a: print(hash_token(a.token)) or 0)
+    audit = commands.add_parser("audit", help="print the audit trail (JSON lines), oldest "
+                                "first: who ran which command that writes, on which keys")
+    audit.add_argument("--config", help="TOML configuration file")
+    audit.add_argument("--since", help="ISO 8601 time, or a duration back from now: 30m, 2d")
+    audit.add_argument("--token", help="only this token's commands (its name)")
+    audit.add_argument("--key", help="only commands on keys matching this glob pattern")
+    audit.set_defaults(run=_audit)
     for sub in (create, listing, revoke, checking, explaining):
         sub.add_argument("--config", help="TOML configuration file")
         sub.add_argument("--file", help="tokens file (default: tokens_file setting, or "
@@ -128,8 +137,9 @@ def _serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"redis": args.redis, "host": args.host, "port": args.port,
                                  "workers": args.workers}
     settings = _load(args, secrets=False, **overrides)  # enough to set up; secrets below
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .observe.logs import configure as configure_logs
+
+    configure_logs(settings.log_level, settings.log_format, settings.log_levels)
     if not settings.tokens_file:
         overrides["tokens_file"] = str(default_tokens_file())
     worker = args.worker_ready_fd is not None  # one of a supervisor's workers
@@ -224,9 +234,22 @@ def _supervise(args: argparse.Namespace, settings: settings_mod.Settings,
     if extra:  # a hash, never the token itself, goes on the command line
         common += ["--dev-token-hash", extra[0].hash, "--dev-token-rules", extra[0].rules]
     label = make_backend("default", settings.backends["default"], settings.limits).label
-    return Supervisor(command=lambda fd: [*common, "--worker-ready-fd", str(fd)],
-                      count=settings.workers, on_listening=lambda: announce(label),
-                      drain_timeout=settings.drain_timeout).run()
+    on_exit = None
+    metrics_dir = None
+    if settings.metrics_token or settings.metrics_listen:
+        # The workers' metrics add up in files of a directory of this run's own.
+        from .observe import prometheus
+
+        metrics_dir = tempfile.mkdtemp(prefix="redis-gateway-metrics-")
+        prometheus.prepare_multiprocess_dir(metrics_dir)
+        on_exit = prometheus.worker_exited
+    try:
+        return Supervisor(command=lambda fd: [*common, "--worker-ready-fd", str(fd)],
+                          count=settings.workers, on_listening=lambda: announce(label),
+                          drain_timeout=settings.drain_timeout, on_exit=on_exit).run()
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _run_uvicorn(app: Any, settings: settings_mod.Settings) -> int:
@@ -408,6 +431,20 @@ def _token_revoke(args: argparse.Namespace) -> int:
         write_tokens_file(path, kept)
     print(f"revoked token '{args.name}'", file=sys.stderr)
     return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .observe.audit_cli import print_audit
+
+    settings = _load(args)
+    since = None
+    if args.since:
+        now = dt.datetime.now(dt.UTC)
+        match = _DURATION.match(args.since.strip())
+        moment = now - dt.timedelta(**{_UNITS[match[2]]: int(match[1])}) if match \
+            else parse_expiry(args.since)
+        since = moment.timestamp()
+    return print_audit(settings, since=since, token=args.token, key=args.key)
 
 
 async def _redis_call(settings: settings_mod.Settings, argv: list[bytes]) -> Any:

@@ -83,9 +83,12 @@ class TooManyRequests(GatewayError):
     kind = "TooManyRequests"
     status = 429
 
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+    def __init__(self, message: str, retry_after: float = 1.0,
+                 reason: str = "concurrency") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # Which limit: concurrency, rate, reply_rate, reserved (a metric label).
+        self.reason = reason
 
 
 class RedisUnavailable(GatewayError):

@@ -29,6 +29,7 @@ from .errors import (
     RedisCommandError,
     RedisUnavailable,
 )
+from .observe.context import watch as observed
 from .placement import Where
 from .policy import Policy
 from .redis_types import Argv
@@ -179,7 +180,7 @@ class Executor:
         """On a reserved connection, within the token's share of them."""
         async with self._admission.reserved(principal.name, principal.share,
                                             self._reserved[principal.backend],
-                                            self.limits.command_timeout):
+                                            self.limits.command_timeout, principal.backend):
             return await self.backend_for(principal).run_reserved(
                 commands, timeout=timeout, reusable=reusable, exact=exact,
                 user=self.redis_user(principal))
@@ -206,7 +207,7 @@ class Executor:
             call = backend.run([prepared.argv], exact=exact, user=scope.user)
         if prepared.info.name in _SCRIPT_KILLS:
             call = self._watched(principal, [prepared], call)
-        (reply,) = await call
+        (reply,) = await observed(call, principal, (prepared,))
         if isinstance(reply, ReplyError):
             refused = _gateway_error(reply)
             if refused is not None:
@@ -247,7 +248,8 @@ class Executor:
                     reusable=all(w.reusable for w in alone), exact=exact)
             else:
                 call = backend.run(argvs, exact=exact, user=scope.user)
-            replies = await self._watched(principal, [p for _, p in runnable], call)
+            ran = [p for _, p in runnable]
+            replies = await observed(self._watched(principal, ran, call), principal, ran)
             for (i, _), reply in zip(runnable, replies, strict=True):
                 results[i] = reply if type(reply) is bytes else _gateway_error(reply) or reply
         return results
@@ -270,13 +272,13 @@ class Executor:
                 exc.message = f"{exc.message} (command {i + 1} of the transaction; " \
                               "nothing was run)"
                 raise
-        replies = await self._watched(principal, prepared, self._run_reserved(
+        replies = await observed(self._watched(principal, prepared, self._run_reserved(
             principal, [[b"MULTI"], *(p.argv for p in prepared), [b"EXEC"]],
             timeout=self.limits.command_timeout,
             # Anything not fit for a shared connection (SELECT, ...) spoils this one too.
             reusable=all(p.where.where is Where.SHARED for p in prepared),
             exact=exact,
-        ))
+        )), principal, prepared)
         for i, queued in enumerate(replies[1:-1]):
             refused = _gateway_error(queued)
             if refused is not None:

@@ -228,6 +228,26 @@ class Settings:
     password_secret_arn: str = ""
     backends: dict[str, BackendSettings] = field(default_factory=dict)
     tokens: list[TokenSettings] = field(default_factory=list)
+    # Observability (docs/operations.md). Logs: "text" or "json"; levels per logger
+    # name, e.g. {"redis_gateway.access" = "warning"}; a line per request.
+    log_format: str = "text"
+    log_levels: dict[str, str] = field(default_factory=dict)
+    access_log: bool = False
+    # /metrics: on the main port behind this token's hash ("sha256:...", made with
+    # `redis-gateway token hash`), and/or on its own address ("127.0.0.1:9108") with no
+    # token. Neither set: no metrics, /metrics is 404.
+    metrics_token: str = ""
+    metrics_listen: str = ""
+    # Distinct token names given their own label in redis_gateway_token_requests_total
+    # (0: no such metric); past it they count as "other".
+    metrics_token_labels: int = 0
+    # "redis": a Stream (redis-gateway:audit) in the default backend; "file": JSONL.
+    audit: str = "off"
+    audit_file: str = ""
+    audit_max_entries: int = 1_000_000  # the stream's cap (XADD MAXLEN ~)
+    audit_queue: int = 10_000  # entries waiting to be written; past it they are dropped
+    # OTLP/HTTP collector for OpenTelemetry spans (or OTEL_EXPORTER_OTLP_ENDPOINT).
+    otel_endpoint: str = ""
 
     def backend(self, name: str) -> BackendSettings:
         return self.backends[name]
@@ -237,6 +257,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "token_store": ("file", "redis"),
     "log_level": ("critical", "error", "warning", "info", "debug"),
     "server": ("builtin", "uvicorn"),
+    "log_format": ("text", "json"),
+    "audit": ("off", "redis", "file"),
 }
 
 
@@ -373,7 +395,30 @@ def _finish(settings: Settings) -> Settings:
                                                 or settings.token_store_secret_arn):
         raise SettingsError("token_store_secret: is required when token_store is 'redis' "
                             "(or token_store_secret_arn)")
+    _check_observability(settings)
     return dataclasses.replace(settings, backends=backends)
+
+
+def _check_observability(settings: Settings) -> None:
+    for name, level in settings.log_levels.items():
+        if level.lower() not in _CHOICES["log_level"]:
+            raise SettingsError(f"log_levels.{name}: '{level}' is not one of "
+                                f"{', '.join(_CHOICES['log_level'])}")
+    token = settings.metrics_token
+    if token and (not token.startswith("sha256:") or len(token) != 7 + 64):
+        raise SettingsError("metrics_token: must be 'sha256:<64 hex digits>', the token's "
+                            "hash (make one with `redis-gateway token hash`), never the token")
+    if settings.metrics_listen:
+        host, _, port = settings.metrics_listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"metrics_listen: '{settings.metrics_listen}' must be "
+                                "host:port, e.g. 127.0.0.1:9108")
+    if settings.metrics_token_labels < 0:
+        raise SettingsError("metrics_token_labels: must not be negative")
+    if settings.audit == "file" and not settings.audit_file:
+        raise SettingsError("audit_file: is required when audit is 'file'")
+    if settings.audit_max_entries < 1 or settings.audit_queue < 1:
+        raise SettingsError("audit_max_entries and audit_queue: must be at least 1")
 
 
 ENFORCEMENT_MODES = ("managed", "mapped", "gateway")

@@ -70,6 +70,8 @@ class Supervisor:
     count: int
     on_listening: Callable[[], None]
     drain_timeout: float
+    # Told the pid of every worker that exits (the metrics forget its live gauges).
+    on_exit: Callable[[int], None] | None = None
     workers: dict[int, Worker] = field(default_factory=dict)
     _quick_deaths: int = 0
     _restart_at: dict[int, float] = field(default_factory=dict)
@@ -150,6 +152,8 @@ class Supervisor:
             if status is None:
                 continue
             del self.workers[slot]
+            if self.on_exit is not None:
+                self.on_exit(worker.process.pid)
             if worker.ready_fd >= 0:
                 self._selector.unregister(worker.ready_fd)
                 os.close(worker.ready_fd)

@@ -24,6 +24,7 @@ from ..commands import CommandTable
 from ..connect import Address, TlsFiles, open_connection
 from ..connection import Connection
 from ..errors import CommandTimeout, RedisUnavailable
+from ..observe import metrics
 from ..redis_types import Argv
 from ..resp import ReplyError
 from ..settings import BackendSettings, LimitSettings
@@ -85,6 +86,7 @@ class ConnectionGroup:
         self._idle: dict[int | None, list[Connection]] = {None: [], 2: [], 3: []}
         self._reserved = slots
         self._max_reserved = max_reserved
+        self._in_use = 0  # reserved connections this group's requests hold (for /metrics)
         self._reconnect = Refresher(
             self._reconnect_shared, backoff=limits.reconnect_backoff, logger=log,
             recovered=f"Redis at {address.display()} answers again")
@@ -118,6 +120,7 @@ class ConnectionGroup:
                 "blocking commands) are busy; raise max_dedicated_connections or retry"
             ) from None
         conn: Connection | None = None
+        self._in_use += 1
         try:
             idle = self._idle[exact]
             while idle and conn is None:
@@ -133,6 +136,7 @@ class ConnectionGroup:
         finally:
             if conn is not None:
                 conn.close()
+            self._in_use -= 1
             self._reserved.release()
 
     async def _shared_connection(self) -> Connection:
@@ -154,6 +158,8 @@ class ConnectionGroup:
         for i, conn in enumerate(self._shared):
             if conn is None or not conn.alive:
                 self._shared[i] = await self._open()
+                if conn is not None:
+                    metrics.sink.backend_event(self.address.display(), "reconnect")
                 if conn is not None and not self._reconnect.failure:
                     # Lost, and back at the first try: no outage for the refresher to log.
                     log.info("reconnected to Redis at %s (%s)", self.address.display(),
@@ -188,6 +194,12 @@ class ConnectionGroup:
             typed=exact is not None, resp3=exact == 3,
             reply_limit=self._limits.max_reply_bytes,
         )
+
+    def open_counts(self) -> tuple[int, int]:
+        """(shared, reserved) connections open now, reserved ones idle or in use."""
+        shared = [*self._shared, *self._typed.values()]
+        idle = sum(len(conns) for conns in self._idle.values())
+        return sum(1 for c in shared if c is not None and c.alive), idle + self._in_use
 
     @property
     def busy(self) -> bool:
@@ -266,6 +278,13 @@ class Node:
 
     def nodes(self) -> list[Node]:
         return [self]
+
+    def connection_counts(self) -> list[tuple[str, int, int]]:
+        """(rule set, shared, reserved) per connection group: "gateway" for its own, else
+        the Redis user a rule set runs as. Read by /metrics, not per request."""
+        return [("gateway", *self.connections.open_counts()),
+                *((user.username, *group.open_counts()) for user, group in
+                  self._groups.items())]
 
     async def make_user(self, user: RedisUser) -> None:
         """Make a managed user exist with its rules on this node now, not at first use."""

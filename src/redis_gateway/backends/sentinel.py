@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..connect import Address
 from ..errors import GatewayError, RedisUnavailable
+from ..observe import metrics
 from ..redis_types import pairs, text
 from ..resp import ReplyError
 from ..settings import BackendSettings, LimitSettings
@@ -160,6 +161,7 @@ class SentinelBackend(ReplicaBackend):
             else:
                 log.warning("backend '%s': primary of '%s' is now %s (was %s)", self.name,
                             self.master, node.label, self._primary.label)
+                metrics.sink.backend_event(node.label, "failover")
             self._primary = node
         # The old primary's node stays: it often comes back as a replica.
         self._replicas = [self._nodes.at(r) for r in replicas if r != primary]

@@ -22,6 +22,7 @@ from typing import Any
 
 from ...commands import CommandTable
 from ...errors import BadRequest, GatewayError, RedisUnavailable
+from ...observe import metrics
 from ...redis_types import Argv
 from ...resp import ReplyError
 from ..node import Dispatch, Node, read_on_replica
@@ -167,6 +168,7 @@ class Router:
         redirect = parse_redirect(reply, node.endpoint[0])
         if redirect is None:
             return False
+        metrics.sink.backend_event(node.label, "redirect")
         if redirect.ask:
             ask_to[i] = self._map.nodes.at(redirect.endpoint)
         else:
@@ -280,6 +282,7 @@ class Router:
                              for found in [parse_redirect(r, node.endpoint[0])] if found), None)
             if redirect is None:
                 break
+            metrics.sink.backend_event(node.label, "redirect")
             if not redirect.ask:
                 self._map.moved(redirect.slot, redirect.endpoint)
             node = self._map.nodes.at(redirect.endpoint)
