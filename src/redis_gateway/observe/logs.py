@@ -1,7 +1,7 @@
 """Logs: JSON or text, a level per logger, and the access log's one line per request.
 
 The JSON formatter is a few lines on the stdlib (``orjson`` is a dependency already):
-one object a line, with ``time``, ``level``, ``logger``, ``message`` and the fields a
+one object a line, with ``time``, ``level``, ``logger``, ``pid``, ``message`` and the fields a
 call passes as ``extra={"fields": {...}}`` (the access log's). No log line ever holds a
 token, a password, a request's path or body, or a value: the access line names commands
 only (a path such as ``/set/k/v`` carries the value, and ``?_token=`` the token).
@@ -29,6 +29,7 @@ class JsonFormatter(logging.Formatter):
                 timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker, when there are several
             "message": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
@@ -43,7 +44,7 @@ class TextFormatter(logging.Formatter):
     """The classic line, with the access fields as ``key=value`` after the message."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        super().__init__("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
