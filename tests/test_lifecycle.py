@@ -229,9 +229,13 @@ def test_readyz_turns_503_when_the_drain_starts(
     assert gw.process.wait(30) == 0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_reloads_tokens_on_open_connections(
-        redis: RedisServer, gateway_with: list[GatewayProcess], tmp_path: Path) -> None:
-    gw = start(gateway_with, redis)
+        redis: RedisServer, gateway_with: list[GatewayProcess], tmp_path: Path,
+        workers: int) -> None:
+    gw = start(gateway_with, redis, f"workers = {workers}")
+    if workers > 1:
+        workers_of(gw, workers)
     old = gw.tokens["rw"]
     fresh = new_token()
     tokens_file = tmp_path / "new-tokens.json"
@@ -249,7 +253,13 @@ def test_sighup_reloads_tokens_on_open_connections(
                  "the new token accepted on the same connection")
         assert exchange(sock, "GET", "/get/k", old)[0] == 401
         assert exchange(sock, "POST", "/set/k/v", fresh)[0] == 403  # read-only
-    assert "reloaded" in gw.log
+    # The supervisor passes the signal on: every worker has reloaded, whichever a new
+    # connection lands on.
+    wait_for(lambda: gw.log.count("reloaded") == workers, 15, "every worker reloaded")
+    for _ in range(20):
+        with connect(gw.port) as sock:
+            assert exchange(sock, "GET", "/get/k", fresh)[0] == 200
+            assert exchange(sock, "GET", "/get/k", old)[0] == 401
 
 
 def test_sighup_with_a_broken_configuration_keeps_serving(
