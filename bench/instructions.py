@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a settings override for this checkout's runs")
+    parser.add_argument("--only", choices=list(KINDS), action="append",
+                        help="measure only this kind of request (repeatable)")
     parser.add_argument("--child", choices=list(KINDS), help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,7 +120,7 @@ def main() -> None:
             trees.append((f"base ({args.base})", args.base.resolve(), []))
         print(f"instructions per request (callgrind, {args.requests} vs "
               f"{2 * args.requests} requests)")
-        for kind in KINDS:
+        for kind in args.only or KINDS:
             for label, tree, sets in trees:
                 low = _count(tree, kind, args.requests, server.url, sets)
                 high = _count(tree, kind, 2 * args.requests, server.url, sets)

@@ -148,11 +148,11 @@ class SyncTokens:
     """
 
     def __init__(self) -> None:
-        self._prefix = os.urandom(6).hex()
+        self._prefix = os.urandom(6).hex().encode() + b"-"
         self._counter = itertools.count(1)
 
     def next(self) -> bytes:
-        return f"{self._prefix}-{next(self._counter)}".encode()
+        return self._prefix + b"%d" % next(self._counter)
 
 
 class Cors:

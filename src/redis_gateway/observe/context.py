@@ -29,11 +29,11 @@ class RequestIds:
     a counter (uuid4 reads os.urandom every time)."""
 
     def __init__(self) -> None:
-        self._prefix = os.urandom(8).hex()
+        self._prefix = os.urandom(8).hex().encode() + b"-"
         self._counter = itertools.count(1)
 
     def next(self) -> bytes:
-        return b"%s-%x" % (self._prefix.encode(), next(self._counter))
+        return self._prefix + b"%x" % next(self._counter)
 
     def take(self, sent: bytes | None) -> bytes:
         if sent is not None and _SAFE_ID.fullmatch(sent):

@@ -87,6 +87,9 @@ class Observer:
         self.tracer = tracer
         # Anything that needs each Redis call timed or its commands' outcomes.
         self._watching = bool(self.sink or self.audit or self.tracer)
+        # Anything that needs to know what a request did (its record reachable from the
+        # executor through the context variable); off, a request costs its id only.
+        self._recording = self._watching or self._access
         self._audited: dict[str, bool] = {}
         self._listener: asyncio.Server | None = None
 
@@ -94,6 +97,8 @@ class Observer:
     def begin(self, request: Request) -> RequestRecord:
         record = RequestRecord(self, self.ids.take(request.header(REQUEST_ID)),
                                time.perf_counter())
+        if not self._recording:  # the request id is all there is to do (the default)
+            return record
         record.reset = current.set(record)
         if self.sink is not None:
             self.sink.in_flight(1)
@@ -103,10 +108,10 @@ class Observer:
 
     def end(self, record: RequestRecord, request: Request, path: str,
             response: Response) -> None:
-        current.reset(record.reset)
         response.headers.append((REQUEST_ID, record.request_id))
-        if not (self._access or self.sink or record.span is not None):
+        if not self._recording:
             return
+        current.reset(record.reset)
         seconds = time.perf_counter() - record.start
         door = door_of(path)
         commands = record.commands
