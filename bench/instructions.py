@@ -11,7 +11,7 @@ private redis-server, once with N and once with 2N requests under
 start-up, imports and warm-up cancelled out.
 
     .venv/bin/python bench/instructions.py [--base ../wt/base] [--requests 400]
-        [--set limits.rate=0 ...]
+        [--only "single GET"] [--set access_log=true --set metrics_token=sha256:... ...]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,10 @@ async def _child(kind: str, requests: int, redis_url: str, overrides: dict[str, 
 
     token = new_token()
     settings = settings_mod.load(env={}, overrides={"redis": redis_url, **overrides})
+    if overrides.get("access_log"):  # lines written as serve writes them, to stderr
+        from redis_gateway.observe.logs import configure
+
+        configure(settings.log_level, settings.log_format, settings.log_levels)
     app = Gateway(settings, extra_tokens=[TokenRecord("p", hash_token(token), "read-write")])
     await app.warm_up()
     path, body = KINDS[kind]
@@ -82,14 +87,20 @@ def _count(tree: Path, kind: str, requests: int, redis_url: str,
 
 
 def _overrides(sets: list[str]) -> dict[str, Any]:
+    """``name=value`` pairs as settings overrides; a value is read as TOML (``true``,
+    ``5``, ``"json"``), else taken as a string; a dotted name is a table's key."""
     overrides: dict[str, Any] = {}
     for item in sets:
-        name, _, value = item.partition("=")
+        name, _, text = item.partition("=")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
         target = overrides
         *parents, leaf = name.split(".")
         for parent in parents:
             target = target.setdefault(parent, {})
-        target[leaf] = int(value) if value.lstrip("-").isdigit() else value
+        target[leaf] = value
     return overrides
 
 
