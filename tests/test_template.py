@@ -722,9 +722,11 @@ def test_subscriptions_appsync_pushes_and_the_others_refuse_at_once(
         for directive in field.directives or []:
             if directive.name.value == "aws_subscribe":
                 (argument,) = directive.arguments
-                pushed[field.name.value] = [v.value for v in argument.value.values]  # type: ignore[attr-defined]
+                values = argument.value.values  # type: ignore[attr-defined]
+                pushed[field.name.value] = [v.value for v in values]
     assert pushed == {"onPutRedis": ["putRedis"]}
-    assert str(subscriptions["onPutRedis"].type) == str(schema.mutation_type.fields["putRedis"].type)
+    put_redis = schema.mutation_type.fields["putRedis"]
+    assert str(subscriptions["onPutRedis"].type) == str(put_redis.type)
     resources = template["Resources"]
     refusing = {}
     for resolver in resources.values():

@@ -94,9 +94,14 @@ class Gateway:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
         if self._graphql is None:
             from .graphql.endpoint import GraphQLEndpoint
+            from .graphql.subscriptions import BackendKeyspaceConfig, Live
 
             self._graphql = GraphQLEndpoint(self.settings, self.executor, self.tokens,
                                             self.admission)
+            self._graphql.live = Live(
+                getattr(self, "hub", None),
+                BackendKeyspaceConfig(lambda name, cmds: self.backends[name].run(cmds)),
+                self.settings.graphql.keyspace_events_enable)
         return self._graphql
 
     def openapi(self) -> bytes:
@@ -137,6 +142,9 @@ class Gateway:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         method: str = scope["method"]
@@ -156,6 +164,21 @@ class Gateway:
                                 (b"content-length", b"%d" % len(response.body))]})
         await send({"type": "http.response.body",
                     "body": b"" if method == "HEAD" else response.body})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI WebSockets: GraphQL subscriptions (graphql-transport-ws) on /graphql."""
+        try:
+            path = self._local_path(scope["path"])
+        except NotFound:
+            path = ""
+        if path == "/graphql":
+            from .graphql.asgi_ws import serve_asgi
+
+            await serve_asgi(self.graphql(), scope, receive, send,
+                             max_operations=self.settings.graphql.max_subscriptions)
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1008, "reason": "no WebSocket here"})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -154,6 +154,11 @@ class GraphQLSettings:
     # document's tree takes up to ~100x its text); one over 1/16 of it is not kept.
     document_cache_entries: int = 512
     document_cache_bytes: int = 256 * 1024
+    # Operations one WebSocket connection runs at once (AppSync's default quota too).
+    max_subscriptions: int = 100
+    # Lets an admin token's subscription turn on notify-keyspace-events (enable: true);
+    # never on by itself.
+    keyspace_events_enable: bool = False
 
 
 @dataclass(frozen=True)

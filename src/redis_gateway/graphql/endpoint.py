@@ -19,8 +19,10 @@ from urllib.parse import parse_qsl
 
 import orjson
 from graphql import (
+    DocumentNode,
     ExecutionResult,
     GraphQLError,
+    GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     execute,
@@ -39,11 +41,15 @@ from .documents import DocumentChecker
 from .limits import variable_values_error
 from .resolvers import Context
 from .schema import executable_schema
+from .subscriptions import Live
 
 log = logging.getLogger("redis_gateway.graphql")
 
 _MALFORMED = "MalformedHttpRequestException"
 _NOT_AUTHORIZED = "You are not authorized to make this call."
+_SUBSCRIPTION_TRANSPORTS = (
+    "Subscriptions stream: open a WebSocket on /graphql with the graphql-transport-ws "
+    "subprotocol, or POST with 'Accept: text/event-stream' (graphql-sse).")
 
 
 def _failure(status: int, error_type: str, message: str,
@@ -81,6 +87,8 @@ class GraphQLEndpoint:
         if not settings.graphql.introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
         self._documents = DocumentChecker(self._schema, rules, settings.graphql)
+        # Set by the app when a streaming hub exists (the built-in server, uvicorn).
+        self.live: Live | None = None
 
     async def handle(self, request: Request) -> Response:
         token = graphql_token(request)
@@ -122,13 +130,37 @@ class GraphQLEndpoint:
             response.headers.append((b"retry-after", b"%d" % math.ceil(exc.retry_after)))
             return response
 
-    async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
-                   operation_name: Any, method: str) -> Response:
+    @property
+    def schema(self) -> GraphQLSchema:
+        return self._schema
+
+    async def authenticate(self, token: str) -> Principal:
+        return await self._tokens.authenticate(token)
+
+    def admitted(self, principal: Principal) -> Any:
+        return self._admission.request(principal.name, principal.share)
+
+    async def check(self, query: str, variables: dict[str, Any] | None
+                    ) -> tuple[DocumentNode | None, list[GraphQLError]]:
+        """The operation's document, or why it is refused: the same limits on every
+        transport (size, tokens, depth, aliases, fields, variables)."""
         document, errors = await self._documents.check(query)
         if not errors:
             too_many = variable_values_error(variables,
                                              self._settings.graphql.max_variable_values)
             errors = [too_many] if too_many else []
+        return (None, list(errors)) if errors else (document, [])
+
+    def context(self, principal: Principal, live: Live | None = None) -> Context:
+        limits = self._settings.limits
+        return Context(principal, self._executor,
+                       Batch(self._executor, principal, limits.max_commands),
+                       limits.max_reply_bytes, self._settings.graphql.max_list_items,
+                       live if live is not None else self.live)
+
+    async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
+                   operation_name: Any, method: str) -> Response:
+        document, errors = await self.check(query, variables)
         if errors:
             return _result(ExecutionResult(None, errors))
         assert document is not None
@@ -137,10 +169,10 @@ class GraphQLEndpoint:
             for d in document.definitions
         ):
             return _failure(405, _MALFORMED, "Only queries may be sent with GET; use POST.")
-        limits = self._settings.limits
-        context = Context(principal, self._executor,
-                          Batch(self._executor, principal, limits.max_commands),
-                          limits.max_reply_bytes, self._settings.graphql.max_list_items)
+        if any(isinstance(d, OperationDefinitionNode)
+               and d.operation == OperationType.SUBSCRIPTION for d in document.definitions):
+            return _failure(400, _MALFORMED, _SUBSCRIPTION_TRANSPORTS)
+        context = self.context(principal)
         result = execute(self._schema, document, context_value=context,
                          variable_values=variables,
                          operation_name=operation_name if isinstance(operation_name, str)
@@ -162,13 +194,18 @@ def _envelope(body: bytes, content_type: bytes) -> Any:
 
 
 def _result(result: ExecutionResult) -> Response:
+    return Response(200, json_body(result_json(result)), [JSON_TYPE])
+
+
+def result_json(result: ExecutionResult) -> dict[str, Any]:
+    """An execution result as AppSync answers it (``errors[]`` with ``errorType``)."""
     body: dict[str, Any] = {"data": result.data}
     if result.errors:
-        body["errors"] = [_error(e) for e in result.errors]
-    return Response(200, json_body(body), [JSON_TYPE])
+        body["errors"] = [error_json(e) for e in result.errors]
+    return body
 
 
-def _error(error: GraphQLError) -> dict[str, Any]:
+def error_json(error: GraphQLError) -> dict[str, Any]:
     original = error.original_error
     if isinstance(original, GatewayError):
         error_type, message = original.kind, original.message

@@ -11,7 +11,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth import Principal
 from ..codec import Encoder
@@ -20,6 +20,9 @@ from ..executor import Executor
 from ..resp import ReplyError
 from .batch import Batch
 from .counting import holds_more_than
+
+if TYPE_CHECKING:
+    from .subscriptions import Live
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Context:
     max_reply_bytes: int
     # None where graphql-core does not complete the lists (AppSync's Lambda resolvers).
     max_list_items: int | None = None
+    # Subscriptions and onPutRedis; None where nothing streams (AppSync's Lambda resolvers).
+    live: Live | None = None
 
     async def read(self, *argv: bytes | str | int | float) -> Any:
         return await self.batch.run(_argv(argv), read_only=True)
@@ -159,7 +164,10 @@ async def putRedis(ctx: Context, args: dict[str, Any]) -> str:
     ctx.batch.charge(len(commands))
     replies = await ctx.executor.transaction(ctx.principal, commands)
     encoder = Encoder(False, ctx.max_reply_bytes)
-    return json.dumps([encoder.value(r) for r in replies])
+    result = json.dumps([encoder.value(r) for r in replies])
+    if ctx.live is not None:
+        ctx.live.put_redis.publish(ctx.principal, result)
+    return result
 
 
 # Generic commands -----------------------------------------------------------------------
