@@ -11,7 +11,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..auth import Principal
 from ..codec import Encoder
@@ -21,8 +21,11 @@ from ..resp import ReplyError
 from .batch import Batch
 from .counting import holds_more_than
 
-if TYPE_CHECKING:
-    from .subscriptions import Live
+
+class LiveFeeds(Protocol):
+    """What resolvers tell the streaming side (``subscriptions.Live``)."""
+
+    def put_redis_done(self, principal: Principal, result: str) -> None: ...
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Context:
     # None where graphql-core does not complete the lists (AppSync's Lambda resolvers).
     max_list_items: int | None = None
     # Subscriptions and onPutRedis; None where nothing streams (AppSync's Lambda resolvers).
-    live: Live | None = None
+    live: LiveFeeds | None = None
 
     async def read(self, *argv: bytes | str | int | float) -> Any:
         return await self.batch.run(_argv(argv), read_only=True)
@@ -166,7 +169,7 @@ async def putRedis(ctx: Context, args: dict[str, Any]) -> str:
     encoder = Encoder(False, ctx.max_reply_bytes)
     result = json.dumps([encoder.value(r) for r in replies])
     if ctx.live is not None:
-        ctx.live.put_redis.publish(ctx.principal, result)
+        ctx.live.put_redis_done(ctx.principal, result)
     return result
 
 

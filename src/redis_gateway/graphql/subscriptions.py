@@ -99,6 +99,9 @@ class Live:
     keyspace_events_enable: bool = False
     put_redis: PutRedisFeed = field(default_factory=PutRedisFeed)
 
+    def put_redis_done(self, principal: Principal, result: str) -> None:
+        self.put_redis.publish(principal, result)
+
 
 def live_of(ctx: Context) -> Live:
     live = getattr(ctx, "live", None)
