@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .admission import GCRA_SCRIPT, Admission
-from .auth import REDIS_TOKENS_KEY, RESERVED_PREFIX, TokenRecord, TokenStore, revocation_field
+from .auth import (
+    REDIS_TOKENS_KEY,
+    RESERVED_PREFIX,
+    Principal,
+    TokenRecord,
+    TokenStore,
+    revocation_field,
+)
 from .backends import Backend, make_backend
 from .enforcement import prepare as prepare_enforcement
 from .errors import (
@@ -53,6 +60,7 @@ from .http import (
 from .rest import RestApi
 from .settings import Settings
 from .static import StaticFiles
+from .streams.hub import Hub
 
 if TYPE_CHECKING:
     from .graphql.endpoint import GraphQLEndpoint
@@ -87,6 +95,8 @@ class Gateway:
         self._graphql: GraphQLEndpoint | None = None
         self._openapi: bytes | None = None
         self.sync_tokens = SyncTokens()
+        self.hubs = {name: Hub(backend, self.executor.enforcement(name).user, settings.limits,
+                               settings.streams) for name, backend in self.backends.items()}
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
 
@@ -214,7 +224,18 @@ class Gateway:
                 self.executor.enforcement(backend.name), backend,
                 [p.policy for p in principals if p.backend == backend.name])
 
+    def hub(self, principal: Principal) -> Hub:
+        """The pub/sub hub of the principal's backend (``streams/hub.py``)."""
+        return self.hubs[principal.backend]
+
+    async def drain(self) -> None:
+        """End every open stream with a final event telling its client to reconnect."""
+        for hub in self.hubs.values():
+            await hub.drain()
+
     async def close(self) -> None:
+        for hub in self.hubs.values():
+            await hub.close()
         for backend in self.backends.values():
             await backend.close()
         if self._on_shutdown is not None:
