@@ -19,10 +19,36 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
-from support import GatewayProcess, RedisServer
+from support import GatewayProcess, RedisServer, redis_command
+
+
+class Plain:
+    """A few commands straight to the test's Redis (no client library's conversions)."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.port = server.port
+
+    def publish(self, channel: str, message: str) -> object:
+        return redis_command(self.port, "PUBLISH", channel, message)
+
+    def set(self, key: str, value: str) -> object:
+        return redis_command(self.port, "SET", key, value)
+
+    def delete(self, key: str) -> object:
+        return redis_command(self.port, "DEL", key)
+
+    def config_set(self, name: str, value: str) -> object:
+        return redis_command(self.port, "CONFIG", "SET", name, value)
+
+    def config_get(self, name: str) -> dict[str, str]:
+        reply = redis_command(self.port, "CONFIG", "GET", name)
+        assert isinstance(reply, list)
+        return {reply[0].decode(): reply[1].decode()}
 
 RULES = {"admin": "admin", "rw": "read-write", "ro": "read-only",
-         "app": "+@all -@dangerous ~app:* &app:*"}
+         "app": "+@all -@dangerous ~app:* &app:*",
+         # Every channel (so keyspace channels too), but only app:* keys.
+         "keys": "+@all -@dangerous ~app:* allchannels"}
 
 
 @pytest.fixture(scope="module", params=["uvicorn"])
@@ -173,3 +199,118 @@ async def test_a_plain_http_subscription_says_how_to_stream(gw: GatewayProcess) 
                                    headers={"x-api-key": gw.tokens["admin"]})
     assert answer.status_code == 400
     assert "graphql-transport-ws" in answer.json()["errors"][0]["message"]
+
+
+# Subscriptions: Redis pub/sub through the hub ---------------------------------------------
+async def publish_until(stack: tuple[RedisServer, GatewayProcess], task: asyncio.Task[Any],
+                        channel: str, message: str) -> None:
+    """Publishes straight on Redis until the subscriber task has what it waits for: the
+    subscription is confirmed by Redis some time after the client sent it."""
+    redis = stack[0]
+    async with asyncio.timeout(10):
+        while not task.done():
+            Plain(redis).publish(channel, message)
+            await asyncio.wait([task], timeout=0.05)
+
+
+async def first_events(session: Any, document: str, count: int, **variables: Any) -> list[Any]:
+    query = gql(document)
+    query.variable_values = variables
+    events = []
+    async for event in session.subscribe(query):
+        events.append(event)
+        if len(events) == count:
+            break
+    return events
+
+
+async def test_channel_and_pattern_messages(stack: tuple[RedisServer, GatewayProcess],
+                                            session: Any) -> None:
+    channel = f"ws:{uuid.uuid4().hex[:8]}"
+    task = asyncio.create_task(first_events(
+        session, "subscription($c: [String!]!) { messages(channels: $c) "
+                 "{ channel pattern message } }", 1, c=[channel]))
+    await publish_until(stack, task, channel, "hello, world")
+    assert task.result() == [{"messages": {"channel": channel, "pattern": None,
+                                           "message": "hello, world"}}]
+    task = asyncio.create_task(first_events(
+        session, 'subscription($p: [String!]!) { patternMessages(patterns: $p, '
+                 'encoding: BASE64) { channel pattern message } }', 1, p=["wsp:*"]))
+    await publish_until(stack, task, "wsp:x", "\u00e9")
+    assert task.result() == [{"patternMessages": {
+        "channel": "d3NwOng=", "pattern": "d3NwOio=", "message": "w6k="}}]
+
+
+async def test_channel_rules_decide_as_redis_acl(gw: GatewayProcess) -> None:
+    transport = WebsocketsTransport(url=ws_url(gw), subprotocols=["graphql-transport-ws"],
+                                    init_payload={"x-api-key": gw.tokens["app"]})
+    async with Client(transport=transport) as app:
+        for document in ('subscription { messages(channels: ["other"]) { message } }',
+                         # A pattern only when the token has that very pattern (&app:*).
+                         'subscription { patternMessages(patterns: ["app:x*"]) { message } }'):
+            with pytest.raises(TransportQueryError) as info:
+                await first_events(app, document, 1)
+            assert info.value.errors and info.value.errors[0]["errorType"] == "Forbidden"
+            assert "NOPERM" in info.value.errors[0]["message"]
+
+
+async def test_keyspace_events_are_opt_in_for_admins_and_filtered_by_key_rules(
+        stack: tuple[RedisServer, GatewayProcess], gw: GatewayProcess, session: Any) -> None:
+    redis = Plain(stack[0])
+    redis.config_set("notify-keyspace-events", "")
+    document = ("subscription($e: Boolean) { keyspaceEvents(keys: \"app:*\", enable: $e) "
+                "{ db key event } }")
+    # Off on the server and not asked for: refused at once, saying why; nothing turned on.
+    with pytest.raises(TransportQueryError) as info:
+        await first_events(session, document, 1)
+    assert "notify-keyspace-events" in info.value.errors[0]["message"]
+    assert redis.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
+    # A token that is not admin may not turn it on.
+    transport = WebsocketsTransport(url=ws_url(gw), subprotocols=["graphql-transport-ws"],
+                                    init_payload={"x-api-key": gw.tokens["rw"]})
+    async with Client(transport=transport) as rw:
+        with pytest.raises(TransportQueryError) as info:
+            await first_events(rw, document, 1, e=True)
+        assert info.value.errors[0]["errorType"] == "Forbidden"
+    assert redis.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
+    # An admin, asking: turned on (K plus every class), and the events arrive.
+    key = f"app:{uuid.uuid4().hex[:8]}"
+    task = asyncio.create_task(first_events(session, document, 1, e=True))
+    async with asyncio.timeout(10):
+        while not task.done():
+            redis.set(key, "v")
+            await asyncio.wait([task], timeout=0.05)
+    assert task.result() == [{"keyspaceEvents": {"db": 0, "key": key, "event": "set"}}]
+    flags = redis.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    assert "K" in flags and set("g$lshzxe") <= set(flags)  # Redis expands A
+    # keyEvents: the key is the message, the event the channel.
+    transport = WebsocketsTransport(url=ws_url(gw), subprotocols=["graphql-transport-ws"],
+                                    init_payload={"x-api-key": gw.tokens["admin"]})
+    redis.config_set("notify-keyspace-events", "KEA")
+    async with Client(transport=transport) as app:
+        task = asyncio.create_task(first_events(
+            app, 'subscription { keyEvents(events: ["del"]) { db key event } }', 1))
+        async with asyncio.timeout(10):
+            while not task.done():
+                redis.set(key, "v")
+                redis.delete(key)
+                await asyncio.wait([task], timeout=0.05)
+        assert task.result() == [{"keyEvents": {"db": 0, "key": key, "event": "del"}}]
+
+
+async def test_key_rules_filter_keyspace_events(stack: tuple[RedisServer, GatewayProcess],
+                                                gw: GatewayProcess) -> None:
+    redis = Plain(stack[0])
+    redis.config_set("notify-keyspace-events", "KEA")
+    transport = WebsocketsTransport(url=ws_url(gw), subprotocols=["graphql-transport-ws"],
+                                    init_payload={"x-api-key": gw.tokens["keys"]})
+    mine = f"app:{uuid.uuid4().hex[:8]}"
+    async with Client(transport=transport) as app:
+        task = asyncio.create_task(first_events(
+            app, 'subscription { keyEvents(events: ["set"]) { key } }', 2))
+        async with asyncio.timeout(10):
+            while not task.done():
+                redis.set("secret:k", "v")  # never shown: the token cannot read secret:*
+                redis.set(mine, "v")
+                await asyncio.wait([task], timeout=0.05)
+        assert task.result() == [{"keyEvents": {"key": mine}}] * 2

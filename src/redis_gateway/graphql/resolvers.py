@@ -38,6 +38,8 @@ class Context:
     max_list_items: int | None = None
     # Subscriptions and onPutRedis; None where nothing streams (AppSync's Lambda resolvers).
     live: LiveFeeds | None = None
+    # Checks the token again (streams end when it expires or is revoked): its principal.
+    recheck: Callable[[], Awaitable[Principal]] | None = None
 
     async def read(self, *argv: bytes | str | int | float) -> Any:
         return await self.batch.run(_argv(argv), read_only=True)

@@ -25,25 +25,30 @@ from typing import Any, Protocol
 
 from ..auth import Principal
 from ..errors import BadRequest, Forbidden, GatewayError, LimitExceeded, RedisUnavailable
+from ..streams.hub import CLOSED, Hub, Kind, Subscription
 from .resolvers import Context
 
 log = logging.getLogger("redis_gateway.graphql")
 
 
 class HubMessage(Protocol):
-    """What the hub yields: one pushed pub/sub message."""
+    """What the hub yields (``streams.hub.Message``): one pushed pub/sub message."""
 
-    kind: str
-    channel: bytes
-    pattern: bytes | None
-    data: bytes
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def channel(self) -> bytes: ...
+
+    @property
+    def pattern(self) -> bytes | None: ...
+
+    @property
+    def data(self) -> bytes: ...
 
 
-class MessageHub(Protocol):
-    """The part of ``streams.hub.Hub`` that subscriptions use."""
-
-    def subscribe(self, principal: Principal, kind: str, names: Sequence[bytes]) -> Any:
-        ...
+# The hub of a principal's backend (``Gateway.hub``); None where nothing streams (Lambda).
+HubOf = Callable[[Principal], Hub]
 
 
 class KeyspaceConfig(Protocol):
@@ -94,7 +99,7 @@ class Live:
     """What subscription fields need beyond a query's context."""
 
     # None where nothing streams (Lambda): subscribing to Redis then says so.
-    hub: MessageHub | None
+    hub_of: HubOf | None
     keyspace: KeyspaceConfig
     keyspace_events_enable: bool = False
     put_redis: PutRedisFeed = field(default_factory=PutRedisFeed)
@@ -114,29 +119,39 @@ def live_of(ctx: Context) -> Live:
 
 # --- the streams -----------------------------------------------------------------------
 
-async def _open(live: Live, principal: Principal, kind: str,
+async def _open(ctx: Context, live: Live, kind: Kind,
                 names: Sequence[bytes]) -> AsyncIterator[HubMessage]:
     """The hub's subscription, opened now so that a refusal (channel rules, limits) fails
     the operation at once, as an async iterator closed with the operation."""
-    if live.hub is None:
+    if live.hub_of is None:
         raise BadRequest("Redis pub/sub is not available here: this gateway runs without "
                          "a streaming server (AWS Lambda)")
-    subscription = live.hub.subscribe(principal, kind, names)
-    if asyncio.iscoroutine(subscription):
-        subscription = await subscription
+    hub = live.hub_of(ctx.principal)
+    subscription = await hub.subscribe(ctx.principal, kind, names, recheck=ctx.recheck)
     return _closing(subscription)
 
 
-async def _closing(subscription: Any) -> AsyncIterator[HubMessage]:
+async def _closing(subscription: Subscription) -> AsyncIterator[HubMessage]:
     try:
         async for message in subscription:
             yield message
+        if subscription.ended not in (None, CLOSED):
+            # Slow consumer, token revoked or expired, draining, Redis lost: the client
+            # is told why its stream ended (the transports send it as the last event).
+            raise StreamEnded(subscription.ended, subscription.detail)
     finally:
-        close = getattr(subscription, "aclose", None) or getattr(subscription, "close", None)
-        if close is not None:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+        await subscription.close()
+
+
+class StreamEnded(GatewayError):
+    """A subscription the gateway ended; ``reason`` is the hub's (``streams.hub``)."""
+
+    kind = "StreamEnded"
+    status = 503
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
 
 
 def _names(values: Sequence[str], what: str) -> list[bytes]:
@@ -154,13 +169,12 @@ def _text(value: bytes, encoding: str) -> str:
 
 
 async def messages(ctx: Context, args: dict[str, Any]) -> AsyncIterator[HubMessage]:
-    kind = "ssubscribe" if args.get("sharded") else "subscribe"
-    return await _open(live_of(ctx), ctx.principal, kind, _names(args["channels"], "channel"))
+    kind: Kind = "shard" if args.get("sharded") else "channel"
+    return await _open(ctx, live_of(ctx), kind, _names(args["channels"], "channel"))
 
 
 async def pattern_messages(ctx: Context, args: dict[str, Any]) -> AsyncIterator[HubMessage]:
-    return await _open(live_of(ctx), ctx.principal, "psubscribe",
-                       _names(args["patterns"], "pattern"))
+    return await _open(ctx, live_of(ctx), "pattern", _names(args["patterns"], "pattern"))
 
 
 def channel_message(message: HubMessage, args: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +235,7 @@ async def keyspace_events(ctx: Context, args: dict[str, Any]) -> AsyncIterator[H
     await _ensure_notifications(ctx, live, b"K", bool(args.get("enable")))
     readable = _readable(ctx.principal)
     channel = b"__keyspace@%d__:" % _db(args) + pattern
-    return _only(await _open(live, ctx.principal, "psubscribe", [channel]),
+    return _only(await _open(ctx, live, "pattern", [channel]),
                  lambda m: _keyspace_key(m) is not None and readable(_keyspace_key(m) or b""))
 
 
@@ -232,7 +246,7 @@ async def key_events(ctx: Context, args: dict[str, Any]) -> AsyncIterator[HubMes
     readable = _readable(ctx.principal)
     db = _db(args)
     channels = [b"__keyevent@%d__:" % db + event for event in events]
-    return _only(await _open(live, ctx.principal, "subscribe", channels),
+    return _only(await _open(ctx, live, "channel", channels),
                  lambda m: readable(m.data))
 
 

@@ -236,6 +236,9 @@ class GraphQLWebSocket:
         assert document is not None
         operation_name = name if isinstance(name, str) else None
         context = self._endpoint.context(principal)
+        token = self._token
+        assert token is not None
+        context.recheck = lambda: self._endpoint.authenticate(token)
         try:
             if _is_subscription(document, operation_name):
                 await self._stream(operation_id, document, context, variables, operation_name)
