@@ -35,6 +35,7 @@ from .auth import (
 from .backends import Backend, make_backend
 from .enforcement import prepare as prepare_enforcement
 from .errors import (
+    BadRequest,
     GatewayError,
     MethodNotAllowed,
     NotFound,
@@ -57,10 +58,12 @@ from .http import (
     json_body,
     read_body,
 )
+from .http_streaming import StreamingResponse, send_asgi
 from .rest import RestApi
 from .settings import Settings
 from .static import StaticFiles
 from .streams.hub import Hub
+from .streams.sse import open_stream, streaming_path
 
 if TYPE_CHECKING:
     from .graphql.endpoint import GraphQLEndpoint
@@ -99,6 +102,8 @@ class Gateway:
                                settings.streams) for name, backend in self.backends.items()}
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
+        # False in AWS Lambda (aws_lambda.py), which cannot stream a response.
+        self.streaming = True
 
     def graphql(self) -> GraphQLEndpoint:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
@@ -169,6 +174,9 @@ class Gateway:
                               scope["path"].encode(), scope.get("query_string", b""),
                               scope["headers"], body)
             response = await self.handle(request)
+            if type(response) is StreamingResponse:
+                await send_asgi(response, receive, send)
+                return
         await send({"type": "http.response.start", "status": response.status,
                     "headers": [*response.headers,
                                 (b"content-length", b"%d" % len(response.body))]})
@@ -269,6 +277,8 @@ class Gateway:
                                                     f"{self._base}/console/".encode())])
                 else:
                     response = self.console.get(path[len("/console/"):])
+            elif (command := streaming_path(path)) is not None and method in ("GET", "POST"):
+                response = await self._stream(request, command)
             else:
                 principal = await self.tokens.authenticate(bearer_token(request))
                 async with self.admission.request(principal.name, principal.share) as admitted:
@@ -290,6 +300,22 @@ class Gateway:
             headers.append((b"allow", b"GET, POST, PUT, HEAD, OPTIONS"))
         response.headers = [*response.headers, *headers]
         return response
+
+    async def _stream(self, request: Request, command: str) -> Response:
+        """A streaming endpoint (``streams/``): not admitted like a request, since it lasts;
+        bounded by the streams limits instead."""
+        if not self.streaming:
+            raise BadRequest(f"/{command} streams its answer, which AWS Lambda cannot: a "
+                             "Lambda invocation returns one whole response. Run the gateway "
+                             "as a server (container, `redis-gateway serve`) for streams")
+        token = bearer_token(request)
+        principal = await self.tokens.authenticate(token)
+
+        def recheck() -> Awaitable[Principal]:
+            return self.tokens.authenticate(token)
+
+        return await open_stream(self.hub(principal), principal, request, command,
+                                 self._base.encode(), recheck)
 
     def _local_path(self, path: str) -> str:
         if not self._base:

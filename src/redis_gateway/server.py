@@ -33,6 +33,7 @@ from typing import Protocol
 import httptools
 
 from .http import JSON_TYPE, Request, Response, json_body, too_large, too_slow
+from .http_streaming import StreamingResponse, close_stream, write_chunked
 from .settings import LimitSettings
 
 log = logging.getLogger("redis_gateway.server")
@@ -151,6 +152,7 @@ class HttpConnection(asyncio.Protocol):
         self._lost = False
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._streaming = False  # a streaming response is being written
 
     # asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -181,6 +183,8 @@ class HttpConnection(asyncio.Protocol):
         self._unparsed = b""
         self._settle(0)
         self._wake()
+        if self._streaming and self._task is not None:
+            self._task.cancel()  # the stream waits for its next event: end it now
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -496,12 +500,46 @@ class HttpConnection(asyncio.Protocol):
             response = Response(500, json_body({"error": "internal gateway error; see the log"}),
                                 [JSON_TYPE])
         if self._transport.is_closing():
+            if type(response) is StreamingResponse:
+                await close_stream(response.stream)
+            return
+        if type(response) is StreamingResponse:
+            await self._stream(response, incoming)
             return
         extra = [] if incoming.keep_alive else [_CLOSE]
         head = _head(response.status, [*response.headers, *extra], len(response.body),
                      incoming.version)
         # HEAD: the length of the body a GET would have had, and no body.
         self._transport.write(head if method == "HEAD" else head + response.body)
+
+
+    async def _stream(self, response: StreamingResponse, incoming: RequestState) -> None:
+        """A body written as it is produced; the connection closes after it."""
+        chunked = incoming.version == "1.1"
+        incoming.keep_alive = False
+        headers = [*response.headers, _CLOSE]
+        if chunked:
+            headers.append((b"transfer-encoding", b"chunked"))
+        lines = [b"HTTP/%s %d %s" % (incoming.version.encode(), response.status,
+                                     _PHRASES.get(response.status, b""))]
+        lines += [name + b": " + value for name, value in headers]
+        self._transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self._streaming = True
+        try:
+            await write_chunked(self._transport.write, self._writable, response.stream,
+                                chunked)
+        finally:
+            self._streaming = False
+
+    async def _writable(self) -> bool:
+        """Wait while the client does not read; False once the connection is gone."""
+        while self._write_paused and not self._lost:
+            self._wakeup = self._loop.create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        return not self._lost and not self._transport.is_closing()
 
 
 def error_response(status: int, message: str,
@@ -576,6 +614,9 @@ async def serve(app: Handler, host: str, port: int, limits: LimitSettings,
     finally:
         state.stopping = True
         server.close()
+        drain = getattr(app, "drain", None)
+        if drain is not None:  # open streams end with an event telling clients to reconnect
+            await drain()
         for conn in list(state.connections):
             conn.close_if_idle()
         await server.wait_closed()  # the sweep goes on: deadlines end the slow ones
