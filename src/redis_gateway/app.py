@@ -114,7 +114,7 @@ class Gateway:
             self._graphql = GraphQLEndpoint(self.settings, self.executor, self.tokens,
                                             self.admission)
             self._graphql.live = Live(
-                self.hub,
+                self.hub if self.streaming else None,
                 BackendKeyspaceConfig(lambda name, cmds: self.backends[name].run(cmds)),
                 self.settings.graphql.keyspace_events_enable)
         return self._graphql

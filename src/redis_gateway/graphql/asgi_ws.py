@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..http import Receive, Scope, Send, query_pairs
-from .endpoint import GraphQLEndpoint
+from .operations import Runner
 from .transport_ws import SUBPROTOCOL, GraphQLWebSocket
 
 
@@ -55,7 +55,7 @@ def offers_subprotocol(scope: Scope) -> bool:
     return SUBPROTOCOL in scope.get("subprotocols", ())
 
 
-async def serve_asgi(endpoint: GraphQLEndpoint, scope: Scope, receive: Receive, send: Send,
+async def serve_asgi(endpoint: Runner, scope: Scope, receive: Receive, send: Send,
                      *, max_operations: int) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":

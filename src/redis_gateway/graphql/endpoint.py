@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,15 +31,17 @@ from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from ..admission import Admission
 from ..auth import Principal, TokenStore
-from ..errors import GatewayError, TooManyRequests, Unauthorized
+from ..errors import TooManyRequests, Unauthorized
 from ..executor import Executor
 from ..http import JSON_TYPE, Request, Response, json_body
 from ..settings import Settings
 from .batch import Batch
 from .documents import DocumentChecker
 from .limits import variable_values_error
+from .operations import result_json
 from .resolvers import Context
 from .schema import executable_schema
+from .sse import event_stream, wants_events
 from .subscriptions import Live
 
 log = logging.getLogger("redis_gateway.graphql")
@@ -119,6 +120,8 @@ class GraphQLEndpoint:
         variables = envelope.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return _failure(400, _MALFORMED, "variables must be a JSON object.")
+        if wants_events(request):  # graphql-sse: lasts, so bounded by the hub, not admitted
+            return self._events(token, principal, envelope)
         try:
             async with self._admission.request(principal.name, principal.share) as admitted:
                 response = await self._run(principal, envelope["query"], variables,
@@ -129,6 +132,13 @@ class GraphQLEndpoint:
             response = _failure(429, exc.kind, exc.message)
             response.headers.append((b"retry-after", b"%d" % math.ceil(exc.retry_after)))
             return response
+
+    def _events(self, token: str, principal: Principal, envelope: dict[str, Any]) -> Response:
+        if self.live is None or self.live.hub_of is None:
+            return _failure(400, _MALFORMED, "GraphQL over SSE streams its answer, which AWS "
+                                             "Lambda cannot: run the gateway as a server")
+        return event_stream(self, principal, lambda: self.authenticate(token), envelope,
+                            self._settings.streams.keepalive_seconds, result_json)
 
     @property
     def schema(self) -> GraphQLSchema:
@@ -151,12 +161,12 @@ class GraphQLEndpoint:
             errors = [too_many] if too_many else []
         return (None, list(errors)) if errors else (document, [])
 
-    def context(self, principal: Principal, live: Live | None = None) -> Context:
+    def context(self, principal: Principal) -> Context:
         limits = self._settings.limits
         return Context(principal, self._executor,
                        Batch(self._executor, principal, limits.max_commands),
                        limits.max_reply_bytes, self._settings.graphql.max_list_items,
-                       live if live is not None else self.live)
+                       self.live)
 
     async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
                    operation_name: Any, method: str) -> Response:
@@ -195,34 +205,3 @@ def _envelope(body: bytes, content_type: bytes) -> Any:
 
 def _result(result: ExecutionResult) -> Response:
     return Response(200, json_body(result_json(result)), [JSON_TYPE])
-
-
-def result_json(result: ExecutionResult) -> dict[str, Any]:
-    """An execution result as AppSync answers it (``errors[]`` with ``errorType``)."""
-    body: dict[str, Any] = {"data": result.data}
-    if result.errors:
-        body["errors"] = [error_json(e) for e in result.errors]
-    return body
-
-
-def error_json(error: GraphQLError) -> dict[str, Any]:
-    original = error.original_error
-    if isinstance(original, GatewayError):
-        error_type, message = original.kind, original.message
-    elif original is not None and not isinstance(original, GraphQLError):
-        incident = uuid.uuid4().hex[:12]
-        log.error("resolver failed, incident %s", incident, exc_info=original)
-        error_type = "InternalError"
-        message = f"internal gateway error (incident {incident}; see the gateway log)"
-    else:
-        error_type = "ValidationError" if error.path is None else "GraphQLError"
-        message = error.message
-    return {
-        "message": message,
-        "path": error.path,
-        "locations": [{"line": loc.line, "column": loc.column, "sourceName": None}
-                      for loc in error.locations or []] or None,
-        "errorType": error_type,
-        "errorInfo": None,
-        "data": None,
-    }

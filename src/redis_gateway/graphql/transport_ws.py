@@ -30,15 +30,12 @@ from graphql import (
     DocumentNode,
     ExecutionResult,
     GraphQLError,
-    OperationDefinitionNode,
-    OperationType,
-    execute,
     subscribe,
 )
 
 from ..auth import Principal
-from ..errors import GatewayError, TooManyRequests, Unauthorized
-from .endpoint import GraphQLEndpoint, error_json, result_json
+from ..errors import GatewayError, Unauthorized
+from .operations import Runner, error_json, execute_admitted, is_subscription, result_json
 from .resolvers import Context
 
 log = logging.getLogger("redis_gateway.graphql")
@@ -80,7 +77,7 @@ def token_from_payload(payload: Any) -> str | None:
 class GraphQLWebSocket:
     """One ``graphql-transport-ws`` connection, from ``connection_init`` to close."""
 
-    def __init__(self, endpoint: GraphQLEndpoint, socket: TextSocket, *,
+    def __init__(self, endpoint: Runner, socket: TextSocket, *,
                  handshake_token: str | None = None, init_timeout: float = 3.0,
                  max_operations: int = 100, token_recheck: float = 5.0) -> None:
         self._endpoint = endpoint
@@ -240,29 +237,15 @@ class GraphQLWebSocket:
         assert token is not None
         context.recheck = lambda: self._endpoint.authenticate(token)
         try:
-            if _is_subscription(document, operation_name):
+            if is_subscription(document, operation_name):
                 await self._stream(operation_id, document, context, variables, operation_name)
             else:
-                await self._next(operation_id, await self._execute(
-                    document, context, variables, operation_name))
+                await self._next(operation_id, await execute_admitted(
+                    self._endpoint, document, context, variables, operation_name))
         except GatewayError as exc:  # the stream ended from our side: say why
             await self._next(operation_id, ExecutionResult(None, [GraphQLError(
                 exc.message, original_error=exc)]))
         await self._send({"id": operation_id, "type": "complete"})
-
-    async def _execute(self, document: DocumentNode, context: Context,
-                       variables: dict[str, Any] | None, operation_name: str | None
-                       ) -> ExecutionResult:
-        principal = context.principal
-        try:
-            async with self._endpoint.admitted(principal):
-                result = execute(self._endpoint.schema, document, context_value=context,
-                                 variable_values=variables, operation_name=operation_name)
-                if not isinstance(result, ExecutionResult):
-                    result = await result
-                return result
-        except TooManyRequests as exc:
-            return ExecutionResult(None, [GraphQLError(exc.message, original_error=exc)])
 
     async def _stream(self, operation_id: str, document: DocumentNode, context: Context,
                       variables: dict[str, Any] | None, operation_name: str | None) -> None:
@@ -282,9 +265,3 @@ class GraphQLWebSocket:
     async def _next(self, operation_id: str, result: ExecutionResult) -> None:
         await self._send({"id": operation_id, "type": "next", "payload": result_json(result)})
 
-
-def _is_subscription(document: DocumentNode, operation_name: str | None) -> bool:
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    chosen = [d for d in operations
-              if operation_name is None or (d.name and d.name.value == operation_name)]
-    return bool(chosen) and chosen[0].operation == OperationType.SUBSCRIPTION
