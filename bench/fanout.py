@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -197,10 +198,13 @@ async def client_main(way: str, url: str, token: str, count: int) -> None:
         return
     print("ready", flush=True)
     await asyncio.wait(tasks, timeout=120)
+    errors = [repr(t.exception()) for t in tasks if t.done() and not t.cancelled()
+              and t.exception()]
     for task in tasks:
         task.cancel()
     print(json.dumps({"latencies_us": tally.latencies_us, "last_ns": tally.last_ns,
-                      "stopped": tally.stopped}), flush=True)
+                      "stopped": tally.stopped, "errors": len(errors),
+                      "first_error": errors[0] if errors else None}), flush=True)
 
 
 # --- driver ----------------------------------------------------------------------------
@@ -270,7 +274,49 @@ def measure(way: str, url: str, token: str, server: Any, redis_port: int,
         "deliveries_per_s": round(len(latencies) / seconds) if latencies else 0,
         "p50_ms": percentile(latencies, 0.5) / 1000, "p99_ms": percentile(latencies, 0.99) / 1000,
         "max_ms": max(latencies, default=0) / 1000, "server_cpu_s": round(cpu, 2),
+        # Subscribers whose connection failed mid-run (their missing messages are "lost").
+        "dropped_subscribers": sum(t["errors"] for t in tallies),
+        "first_error": next((t["first_error"] for t in tallies if t["first_error"]), None),
     }
+
+
+def stop(service: Any) -> None:
+    service.proc.terminate()
+    try:
+        service.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        service.proc.kill()
+        service.proc.wait()
+
+
+def start_gateway(services: Services, tmp: Path, redis_port: int, port: int,
+                  token: str) -> tuple[Any, str]:
+    (tmp / "gateway.toml").write_text(
+        f'redis = "redis://127.0.0.1:{redis_port}"\nport = {port}\n'
+        f'log_level = "warning"\ntokens_file = "{tmp / "tokens.json"}"\n'
+        "[limits]\nmax_connections = 5000\n"
+        "[streams]\nmax_streams_per_token = 5000\n"
+        f'[[tokens]]\nname = "bench"\nhash = "{hash_token(token)}"\nrules = "admin"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_GATEWAY_")}
+    gateway = services.start("gateway", [sys.executable, "-m", "redis_gateway", "serve",
+                                         "--config", str(tmp / "gateway.toml")], env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(gateway, lambda: urllib.request.urlopen(url + "/healthz", timeout=1)
+               .status == 200, "/healthz")
+    return gateway, url
+
+
+def start_webdis(services: Services, tmp: Path, redis_port: int, port: int) -> tuple[Any, str]:
+    (tmp / "webdis.json").write_text(json.dumps({
+        "redis_host": "127.0.0.1", "redis_port": redis_port, "http_host": "127.0.0.1",
+        "http_port": port, "threads": 2, "pool_size": 2, "daemonize": False,
+        "websockets": True, "database": 0, "verbosity": 1,
+        "logfile": str(tmp / "webdis-own.log")}))
+    webdis = services.start("webdis", ["webdis", str(tmp / "webdis.json")])
+    url = f"http://127.0.0.1:{port}"
+    wait_until(webdis, lambda: urllib.request.urlopen(url + "/PING", timeout=1)
+               .status == 200, "/PING")
+    return webdis, url
 
 
 def run(args: argparse.Namespace) -> int:
@@ -280,38 +326,23 @@ def run(args: argparse.Namespace) -> int:
     results = []
     try:
         ports: set[int] = set()
-        redis_port, gateway_port, webdis_port = (free_port(ports) for _ in range(3))
+        redis_port = free_port(ports)
         redis = services.start("redis", [
             "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(tmp), "--daemonize", "no",
             "--maxclients", "10000"])
         wait_until(redis, lambda: redis_call(redis_port, "PING") == b"PONG", "PING")
         token = new_token()
-        (tmp / "gateway.toml").write_text(
-            f'redis = "redis://127.0.0.1:{redis_port}"\nport = {gateway_port}\n'
-            f'log_level = "warning"\ntokens_file = "{tmp / "tokens.json"}"\n'
-            "[limits]\nmax_connections = 5000\n"
-            f'[[tokens]]\nname = "bench"\nhash = "{hash_token(token)}"\nrules = "admin"\n')
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_GATEWAY_")}
-        gateway = services.start("gateway", [sys.executable, "-m", "redis_gateway", "serve",
-                                             "--config", str(tmp / "gateway.toml")], env=env)
-        gw = f"http://127.0.0.1:{gateway_port}"
-        import urllib.request
-
-        wait_until(gateway, lambda: urllib.request.urlopen(gw + "/healthz", timeout=1)
-                   .status == 200, "/healthz")
-        (tmp / "webdis.json").write_text(json.dumps({
-            "redis_host": "127.0.0.1", "redis_port": redis_port, "http_host": "127.0.0.1",
-            "http_port": webdis_port, "threads": 2, "pool_size": 2, "daemonize": False,
-            "websockets": True, "database": 0, "verbosity": 1,
-            "logfile": str(tmp / "webdis-own.log")}))
-        webdis = services.start("webdis", ["webdis", str(tmp / "webdis.json")])
-        wd = f"http://127.0.0.1:{webdis_port}"
-        wait_until(webdis, lambda: urllib.request.urlopen(wd + "/PING", timeout=1)
-                   .status == 200, "/PING")
         for way in args.ways:
-            server, url = (gateway, gw) if way.startswith("gateway") else (webdis, wd)
-            result = measure(way, url, token, server, redis_port, args)
+            # A fresh server for each way: memory per idle subscriber from the same start.
+            if way.startswith("gateway"):
+                server, url = start_gateway(services, tmp, redis_port, free_port(ports), token)
+            else:
+                server, url = start_webdis(services, tmp, redis_port, free_port(ports))
+            try:
+                result = measure(way, url, token, server, redis_port, args)
+            finally:
+                stop(server)
             results.append(result)
             print(json.dumps(result), flush=True)
             # Every subscriber gone before the next way: nothing left subscribed in Redis.
