@@ -314,3 +314,72 @@ async def test_key_rules_filter_keyspace_events(stack: tuple[RedisServer, Gatewa
                 redis.set(mine, "v")
                 await asyncio.wait([task], timeout=0.05)
         assert task.result() == [{"keyEvents": {"key": mine}}] * 2
+
+
+async def test_an_expiring_token_ends_its_subscriptions_and_connection(
+        stack: tuple[RedisServer, GatewayProcess]) -> None:
+    import datetime as dt
+
+    from redis_gateway.auth import hash_token, new_token
+
+    redis = stack[0]
+    token = new_token()
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)).isoformat()
+    gw = GatewayProcess(redis.url, rules={"admin": "admin"}, config_extra=(
+        'server = "uvicorn"\n[streams]\nrecheck_seconds = 0.2\n\n[[tokens]]\n'
+        f'name = "brief"\nhash = "{hash_token(token)}"\nrules = "read-write"\n'
+        f"expires = {expires}\n"))
+    gw.start()
+    try:
+        socket = await raw(gw)
+        await socket.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
+        assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+        await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": 'subscription { messages(channels: ["brief"]) { message } }'}}))
+        # The hub ends the stream: its last event says why, then complete; then the
+        # connection itself is closed 4403.
+        async with asyncio.timeout(15):
+            ended = json.loads(await socket.recv())
+        assert ended["type"] == "next" and "token expired" in ended["payload"]["errors"][0][
+            "message"]
+        assert json.loads(await socket.recv()) == {"id": "1", "type": "complete"}
+        code, reason = await closed_with(socket)
+        assert code == 4403 and "expired" in reason
+    finally:
+        gw.stop()
+
+
+async def test_a_disconnect_storm_leaves_no_subscription(
+        stack: tuple[RedisServer, GatewayProcess], gw: GatewayProcess) -> None:
+    """200 graphql-transport-ws clients subscribed to one channel drop their TCP
+    connections without a close frame: the gateway's Redis subscription goes too."""
+    redis = stack[0]
+    channel = f"storm:{uuid.uuid4().hex[:8]}"
+
+    def numsub() -> int:
+        reply = redis_command(redis.port, "PUBSUB", "NUMSUB", channel)
+        assert isinstance(reply, list)
+        return int(reply[1])
+
+    async def subscriber(i: int) -> Any:
+        socket = await raw(gw)
+        await socket.send(json.dumps({"type": "connection_init",
+                                      "payload": {"x-api-key": gw.tokens["admin"]}}))
+        await socket.recv()
+        await socket.send(json.dumps({"id": str(i), "type": "subscribe", "payload": {
+            "query": "subscription($c: [String!]!) { messages(channels: $c) { message } }",
+            "variables": {"c": [channel]}}}))
+        return socket
+
+    sockets = await asyncio.gather(*(subscriber(i) for i in range(200)))
+    async with asyncio.timeout(10):
+        while numsub() != 1:  # one Redis subscription for all of them
+            Plain(redis).publish(channel, "x")
+            await asyncio.sleep(0.05)
+    # Every client receives a message (they are all subscribed), then drops mid-stream.
+    Plain(redis).publish(channel, "last")
+    for socket in sockets:
+        socket.transport.abort()
+    async with asyncio.timeout(10):
+        while numsub() != 0:
+            await asyncio.sleep(0.05)

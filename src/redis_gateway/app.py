@@ -193,7 +193,8 @@ class Gateway:
             from .graphql.asgi_ws import serve_asgi
 
             await serve_asgi(self.graphql(), scope, receive, send,
-                             max_operations=self.settings.graphql.max_subscriptions)
+                             max_operations=self.settings.graphql.max_subscriptions,
+                             token_recheck=self.settings.streams.recheck_seconds)
             return
         await receive()  # websocket.connect
         await send({"type": "websocket.close", "code": 1008, "reason": "no WebSocket here"})

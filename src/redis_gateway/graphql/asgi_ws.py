@@ -56,7 +56,7 @@ def offers_subprotocol(scope: Scope) -> bool:
 
 
 async def serve_asgi(endpoint: Runner, scope: Scope, receive: Receive, send: Send,
-                     *, max_operations: int) -> None:
+                     *, max_operations: int, token_recheck: float) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
         return
@@ -70,4 +70,4 @@ async def serve_asgi(endpoint: Runner, scope: Scope, receive: Receive, send: Sen
     await GraphQLWebSocket(endpoint, socket,
                            handshake_token=handshake_token(scope["headers"],
                                                            scope.get("query_string", b"")),
-                           max_operations=max_operations).run()
+                           max_operations=max_operations, token_recheck=token_recheck).run()
