@@ -6,6 +6,7 @@ away included.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import time
 import uuid
@@ -26,8 +27,6 @@ try:
     from playwright.sync_api import Page, sync_playwright
 except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None  # type: ignore[assignment]
-
-import importlib.util
 
 pytestmark = [
     pytest.mark.skipif(sync_playwright is None or not Path(CHROMIUM).exists(),
