@@ -111,3 +111,14 @@ def test_without_a_token_401(gw: GatewayProcess) -> None:
     answer = httpx.post(gw.url + "/graphql", json={"query": "subscription { onPutRedis }"},
                         headers={"Accept": "text/event-stream"})
     assert answer.status_code == 401
+
+
+def test_get_with_the_token_in_the_query_for_eventsource(gw: GatewayProcess) -> None:
+    """EventSource cannot send headers: GET with ?_token= (SSE only)."""
+    params = {"query": "{ type(key: \"nothing\") }", "_token": gw.tokens["admin"]}
+    with httpx.stream("GET", gw.url + "/graphql", params=params,
+                      headers={"Accept": "text/event-stream"}, timeout=10) as response:
+        assert list(events(response)) == [("next", '{"data":{"type":"none"}}'),
+                                          ("complete", "")]
+    # Not for plain GraphQL over HTTP: a token in a URL ends up in logs.
+    assert httpx.get(gw.url + "/graphql", params=params).status_code == 401

@@ -33,7 +33,7 @@ from ..admission import Admission
 from ..auth import Principal, TokenStore
 from ..errors import TooManyRequests, Unauthorized
 from ..executor import Executor
-from ..http import JSON_TYPE, Request, Response, json_body
+from ..http import JSON_TYPE, Request, Response, bearer_token, json_body
 from ..settings import Settings
 from .batch import Batch
 from .documents import DocumentChecker
@@ -93,6 +93,8 @@ class GraphQLEndpoint:
 
     async def handle(self, request: Request) -> Response:
         token = graphql_token(request)
+        if token is None and request.method == "GET" and wants_events(request):
+            token = bearer_token(request)  # ?_token=: EventSource cannot send headers
         if token is None:
             return _failure(401, "UnauthorizedException", _NOT_AUTHORIZED, {
                 "reason": "missing token: send 'x-api-key: <token>' or "
