@@ -122,3 +122,10 @@ def test_get_with_the_token_in_the_query_for_eventsource(gw: GatewayProcess) -> 
                                           ("complete", "")]
     # Not for plain GraphQL over HTTP: a token in a URL ends up in logs.
     assert httpx.get(gw.url + "/graphql", params=params).status_code == 401
+    # A GET never writes, streamed or not.
+    params = {"query": 'mutation { set(key: "sse:get", value: "x") }',
+              "_token": gw.tokens["admin"]}
+    with httpx.stream("GET", gw.url + "/graphql", params=params,
+                      headers={"Accept": "text/event-stream"}, timeout=10) as response:
+        (_, data), _ = list(events(response))
+        assert "use POST" in json.loads(data)["errors"][0]["message"]

@@ -123,7 +123,7 @@ class GraphQLEndpoint:
         if variables is not None and not isinstance(variables, dict):
             return _failure(400, _MALFORMED, "variables must be a JSON object.")
         if wants_events(request):  # graphql-sse: lasts, so bounded by the hub, not admitted
-            return self._events(token, principal, envelope)
+            return self._events(token, principal, envelope, request.method == "POST")
         try:
             async with self._admission.request(principal.name, principal.share) as admitted:
                 response = await self._run(principal, envelope["query"], variables,
@@ -135,12 +135,14 @@ class GraphQLEndpoint:
             response.headers.append((b"retry-after", b"%d" % math.ceil(exc.retry_after)))
             return response
 
-    def _events(self, token: str, principal: Principal, envelope: dict[str, Any]) -> Response:
+    def _events(self, token: str, principal: Principal, envelope: dict[str, Any],
+                writes: bool) -> Response:
         if self.live is None or self.live.hub_of is None:
             return _failure(400, _MALFORMED, "GraphQL over SSE streams its answer, which AWS "
                                              "Lambda cannot: run the gateway as a server")
         return event_stream(self, principal, lambda: self.authenticate(token), envelope,
-                            self._settings.streams.keepalive_seconds, result_json)
+                            self._settings.streams.keepalive_seconds, result_json,
+                            writes=writes)
 
     @property
     def schema(self) -> GraphQLSchema:

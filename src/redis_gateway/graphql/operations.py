@@ -40,11 +40,19 @@ class Runner(Protocol):
     def context(self, principal: Principal) -> Context: ...
 
 
-def is_subscription(document: DocumentNode, operation_name: str | None) -> bool:
+def _operation(document: DocumentNode, operation_name: str | None) -> OperationType | None:
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     chosen = [d for d in operations
               if operation_name is None or (d.name and d.name.value == operation_name)]
-    return bool(chosen) and chosen[0].operation == OperationType.SUBSCRIPTION
+    return chosen[0].operation if chosen else None
+
+
+def is_subscription(document: DocumentNode, operation_name: str | None) -> bool:
+    return _operation(document, operation_name) == OperationType.SUBSCRIPTION
+
+
+def is_mutation(document: DocumentNode, operation_name: str | None) -> bool:
+    return _operation(document, operation_name) == OperationType.MUTATION
 
 
 async def execute_admitted(runner: Runner, document: DocumentNode, context: Context,

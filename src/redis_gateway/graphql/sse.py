@@ -27,7 +27,7 @@ from ..auth import Principal
 from ..errors import GatewayError
 from ..http import Request
 from ..http_streaming import EVENT_STREAM_HEADERS, StreamingResponse
-from .operations import Runner, execute_admitted, is_subscription
+from .operations import Runner, execute_admitted, is_mutation, is_subscription
 
 
 def wants_events(request: Request) -> bool:
@@ -44,16 +44,17 @@ _COMPLETE = b"event: complete\ndata:\n\n"
 
 def event_stream(endpoint: Runner, principal: Principal,
                  recheck: Callable[[], Awaitable[Principal]], envelope: dict[str, Any],
-                 keepalive: float, result_json: Callable[[ExecutionResult], Any]
-                 ) -> StreamingResponse:
+                 keepalive: float, result_json: Callable[[ExecutionResult], Any],
+                 *, writes: bool) -> StreamingResponse:
+    """``writes``: False for GET, which may run queries and subscriptions only."""
     return StreamingResponse(200, list(EVENT_STREAM_HEADERS), _events(
-        endpoint, principal, recheck, envelope, keepalive, result_json))
+        endpoint, principal, recheck, envelope, keepalive, result_json, writes))
 
 
 async def _events(endpoint: Runner, principal: Principal,
                   recheck: Callable[[], Awaitable[Principal]], envelope: dict[str, Any],
-                  keepalive: float, result_json: Callable[[ExecutionResult], Any]
-                  ) -> AsyncIterator[bytes]:
+                  keepalive: float, result_json: Callable[[ExecutionResult], Any],
+                  writes: bool) -> AsyncIterator[bytes]:
     variables = envelope.get("variables")
     name = envelope.get("operationName")
     operation_name = name if isinstance(name, str) else None
@@ -62,6 +63,11 @@ async def _events(endpoint: Runner, principal: Principal,
         yield _next(ExecutionResult(None, errors), result_json) + _COMPLETE
         return
     assert document is not None
+    if not writes and is_mutation(document, operation_name):
+        yield _next(ExecutionResult(None, [GraphQLError(
+            "Only queries and subscriptions may be sent with GET; use POST.")]),
+            result_json) + _COMPLETE
+        return
     context = endpoint.context(principal)
     context.recheck = recheck
     if not is_subscription(document, operation_name):
