@@ -56,7 +56,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[tuple[RedisServer, Gateway
     redis = RedisServer().start()
     gateway = GatewayProcess(redis.url, rules=RULES,
                              config_extra=f'server = "{request.param}"\n'
-                                          "[graphql]\nkeyspace_events_enable = true\n")
+                                          "[graphql]\nkeyspace_events_enable = true\n"
+                                          "max_subscriptions = 3\n")
     try:
         gateway.start()
         yield redis, gateway
@@ -383,3 +384,25 @@ async def test_a_disconnect_storm_leaves_no_subscription(
     async with asyncio.timeout(10):
         while numsub() != 0:
             await asyncio.sleep(0.05)
+
+
+async def test_operations_per_connection_are_bounded(gw: GatewayProcess) -> None:
+    socket = await raw(gw)
+    await socket.send(json.dumps({"type": "connection_init",
+                                  "payload": {"x-api-key": gw.tokens["admin"]}}))
+    assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+    for operation_id in "abcd":
+        await socket.send(json.dumps({"id": operation_id, "type": "subscribe",
+                                      "payload": {"query": "subscription { onPutRedis }"}}))
+    refused = json.loads(await socket.recv())
+    assert refused["id"] == "d" and refused["type"] == "error"
+    assert "graphql.max_subscriptions" in refused["payload"][0]["message"]
+    # The connection stays; completing one makes room for another.
+    await socket.send(json.dumps({"id": "a", "type": "complete"}))
+    await socket.send(json.dumps({"type": "ping"}))
+    assert json.loads(await socket.recv()) == {"type": "pong"}
+    await socket.send(json.dumps({"id": "e", "type": "subscribe", "payload": {
+        "query": "{ __typename }"}}))
+    assert json.loads(await socket.recv()) == {"id": "e", "type": "next",
+                                               "payload": {"data": {"__typename": "Query"}}}
+    await socket.close()

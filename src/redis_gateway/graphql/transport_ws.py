@@ -162,7 +162,7 @@ class GraphQLWebSocket:
         elif kind == "pong":
             return
         elif kind == "subscribe":
-            self._on_subscribe(message)
+            await self._on_subscribe(message)
         elif kind == "complete":
             operation_id = message.get("id")
             if not isinstance(operation_id, str):
@@ -188,7 +188,7 @@ class GraphQLWebSocket:
         self._token = token
         await self._send({"type": "connection_ack"})
 
-    def _on_subscribe(self, message: dict[str, Any]) -> None:
+    async def _on_subscribe(self, message: dict[str, Any]) -> None:
         if self._principal is None:
             raise _Close(4401, "Unauthorized")
         operation_id = message.get("id")
@@ -203,9 +203,8 @@ class GraphQLWebSocket:
             # One operation refused, the connection kept: as a query over its limit.
             error = GraphQLError(f"this connection already runs {len(self._operations)} "
                                  "operations (graphql.max_subscriptions)")
-            task = asyncio.create_task(self._send(
-                {"id": operation_id, "type": "error", "payload": [error_json(error)]}))
-            task.add_done_callback(lambda _t: None)
+            await self._send({"id": operation_id, "type": "error",
+                              "payload": [error_json(error)]})
             return
         task = asyncio.create_task(self._operate(operation_id, payload, self._principal))
         self._operations[operation_id] = task
