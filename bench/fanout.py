@@ -46,7 +46,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 CHANNEL = "bench:fanout"
 STOP = "stop"
-WAYS = ("gateway-sse", "gateway-ws", "webdis-ws", "webdis-chunked")
+WAYS = ("gateway-sse", "gateway-ws", "gateway-graphql-sse", "webdis-ws", "webdis-chunked")
 
 
 # --- client side: one process, many subscribers ------------------------------------------
@@ -115,6 +115,31 @@ async def gateway_sse(url: str, token: str, tally: Tally, ready: asyncio.Event) 
         writer.close()
 
 
+async def gateway_graphql_sse(url: str, token: str, tally: Tally,
+                              ready: asyncio.Event) -> None:
+    host, port = url.split("//")[1].split(":")
+    body = json.dumps({"query": f'subscription {{ messages(channels: ["{CHANNEL}"]) '
+                                '{ message } }'}).encode()
+    request = (f"POST /graphql HTTP/1.1\r\nHost: {host}\r\nx-api-key: {token}\r\n"
+               "Accept: text/event-stream\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    reader, writer, chunked = await _http_stream(host, int(port), request)
+    buffer = b""
+    try:
+        async for data in _chunks(reader, chunked):
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line == b": subscribed":
+                    ready.set()
+                elif line.startswith(b"data: {"):
+                    message = json.loads(line[6:])["data"]["messages"]["message"]
+                    if not tally.payload(message):
+                        return
+    finally:
+        writer.close()
+
+
 async def webdis_chunked(url: str, _token: str, tally: Tally, ready: asyncio.Event) -> None:
     host, port = url.split("//")[1].split(":")
     request = f"GET /SUBSCRIBE/{CHANNEL} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
@@ -174,7 +199,8 @@ async def webdis_ws(url: str, _token: str, tally: Tally, ready: asyncio.Event) -
     await _websocket(ws, [json.dumps(["SUBSCRIBE", CHANNEL])], tally, ready, _webdis_message)
 
 
-CLIENTS = {"gateway-sse": gateway_sse, "gateway-ws": gateway_ws, "webdis-ws": webdis_ws,
+CLIENTS = {"gateway-sse": gateway_sse, "gateway-ws": gateway_ws,
+           "gateway-graphql-sse": gateway_graphql_sse, "webdis-ws": webdis_ws,
            "webdis-chunked": webdis_chunked}
 
 

@@ -38,7 +38,7 @@ from ..settings import Settings
 from .batch import Batch
 from .documents import DocumentChecker
 from .limits import variable_values_error
-from .operations import result_json
+from .operations import SharedResults, result_json
 from .resolvers import Context
 from .schema import executable_schema
 from .sse import event_stream, wants_events
@@ -90,6 +90,7 @@ class GraphQLEndpoint:
         self._documents = DocumentChecker(self._schema, rules, settings.graphql)
         # Set by the app when a streaming hub exists (the built-in server, uvicorn).
         self.live: Live | None = None
+        self.shared = SharedResults()
 
     async def handle(self, request: Request) -> Response:
         token = graphql_token(request)

@@ -16,18 +16,24 @@ revoked, draining) gets a last ``next`` saying why, then ``complete``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
-from graphql import ExecutionResult, GraphQLError, subscribe
+from graphql import ExecutionResult, GraphQLError
 
 from ..auth import Principal
 from ..errors import GatewayError
 from ..http import Request
 from ..http_streaming import EVENT_STREAM_HEADERS, StreamingResponse
-from .operations import Runner, execute_admitted, is_mutation, is_subscription
+from .operations import (
+    Runner,
+    execute_admitted,
+    is_mutation,
+    is_subscription,
+    operation_key,
+    subscription_payloads,
+)
 
 
 def wants_events(request: Request) -> bool:
@@ -36,7 +42,11 @@ def wants_events(request: Request) -> bool:
 
 
 def _next(result: ExecutionResult, result_json: Callable[[ExecutionResult], Any]) -> bytes:
-    return b"event: next\ndata: " + orjson.dumps(result_json(result)) + b"\n\n"
+    return _next_payload(result_json(result))
+
+
+def _next_payload(payload: dict[str, Any]) -> bytes:
+    return b"event: next\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
 _COMPLETE = b"event: complete\ndata:\n\n"
@@ -74,19 +84,18 @@ async def _events(endpoint: Runner, principal: Principal,
         result = await execute_admitted(endpoint, document, context, variables, operation_name)
         yield _next(result, result_json) + _COMPLETE
         return
-    stream = subscribe(endpoint.schema, document, context_value=context,
-                       variable_values=variables, operation_name=operation_name)
-    if inspect.isawaitable(stream):
-        stream = await stream
-    if isinstance(stream, ExecutionResult):  # refused before any event (rules, limits)
-        yield _next(stream, result_json) + _COMPLETE
+    stream = await subscription_payloads(
+        endpoint, document, context, variables, operation_name,
+        operation_key(envelope["query"], variables, operation_name))
+    if isinstance(stream, dict):  # refused before any event (rules, limits)
+        yield _next_payload(stream) + _COMPLETE
         return
     try:
         yield b": subscribed\n\n"  # the headers go now: the client knows it is listening
         while True:
             try:
                 async with asyncio.timeout(keepalive):
-                    result = await anext(stream)
+                    payload = await anext(stream)
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
@@ -97,7 +106,7 @@ async def _events(endpoint: Runner, principal: Principal,
                                                                 original_error=exc)]),
                             result_json)
                 break
-            yield _next(result, result_json)
+            yield _next_payload(payload)
         yield _COMPLETE
     finally:
         await stream.aclose()  # type: ignore[attr-defined]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from typing import Any, Protocol
 
@@ -30,12 +29,19 @@ from graphql import (
     DocumentNode,
     ExecutionResult,
     GraphQLError,
-    subscribe,
 )
 
 from ..auth import Principal
 from ..errors import GatewayError, Unauthorized
-from .operations import Runner, error_json, execute_admitted, is_subscription, result_json
+from .operations import (
+    Runner,
+    error_json,
+    execute_admitted,
+    is_subscription,
+    operation_key,
+    result_json,
+    subscription_payloads,
+)
 from .resolvers import Context
 
 log = logging.getLogger("redis_gateway.graphql")
@@ -237,7 +243,8 @@ class GraphQLWebSocket:
         context.recheck = lambda: self._endpoint.authenticate(token)
         try:
             if is_subscription(document, operation_name):
-                await self._stream(operation_id, document, context, variables, operation_name)
+                await self._stream(operation_id, document, context, variables, operation_name,
+                                   operation_key(payload["query"], variables, operation_name))
             else:
                 await self._next(operation_id, await execute_admitted(
                     self._endpoint, document, context, variables, operation_name))
@@ -247,17 +254,16 @@ class GraphQLWebSocket:
         await self._send({"id": operation_id, "type": "complete"})
 
     async def _stream(self, operation_id: str, document: DocumentNode, context: Context,
-                      variables: dict[str, Any] | None, operation_name: str | None) -> None:
-        stream = subscribe(self._endpoint.schema, document, context_value=context,
-                           variable_values=variables, operation_name=operation_name)
-        if inspect.isawaitable(stream):
-            stream = await stream
-        if isinstance(stream, ExecutionResult):  # refused before any event
-            await self._next(operation_id, stream)
+                      variables: dict[str, Any] | None, operation_name: str | None,
+                      key: str) -> None:
+        stream = await subscription_payloads(self._endpoint, document, context, variables,
+                                             operation_name, key)
+        if isinstance(stream, dict):  # refused before any event
+            await self._send({"id": operation_id, "type": "next", "payload": stream})
             return
         try:
-            async for result in stream:
-                await self._next(operation_id, result)
+            async for payload in stream:
+                await self._send({"id": operation_id, "type": "next", "payload": payload})
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
