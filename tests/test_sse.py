@@ -20,7 +20,7 @@ from redis_gateway.streams.sse import event_lines
 from support import GatewayProcess, RedisServer, redis_command
 
 RULES = {"admin": "admin", "rw": "read-write", "ro": "read-only",
-         "chat": "+@all -@admin ~* &chat:*", "short": "read-write"}
+         "chat": "+@all -@admin ~* &chat:*", "app": "read-write resetkeys ~app:*"}
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +194,57 @@ def test_an_expiring_token_ends_its_stream(redis: RedisServer) -> None:
         wait_until(lambda: numsub(redis, "brief") == 0)
     finally:
         gw.stop()
+
+
+# Redis Streams: at-least-once, resumable -------------------------------------------------
+def xadd(redis: RedisServer, key: str, value: str) -> str:
+    reply = redis_command(redis.port, "XADD", key, "*", "v", value)
+    assert isinstance(reply, bytes)
+    return reply.decode()
+
+
+def test_stream_resumes_with_last_event_id(gateway: GatewayProcess, redis: RedisServer) -> None:
+    key = f"feed:{gateway.url[-5:]}"
+    first = xadd(redis, key, "before")
+    url = gateway.url + "/streams/" + key
+    with httpx.stream("GET", url, params={"last_id": "0"}, headers=auth(gateway, "rw"),
+                      timeout=10) as response:
+        assert response.status_code == 200
+        events = Events(response)
+        assert events.next() == [f"id: {first}", 'data: ["v","before"]']
+        second = xadd(redis, key, "live")
+        assert events.next() == [f"id: {second}", 'data: ["v","live"]']
+    # The client is gone; entries keep coming; it comes back with Last-Event-ID.
+    missed = [xadd(redis, key, f"missed{i}") for i in range(3)]
+    headers = {**auth(gateway, "rw"), "Last-Event-ID": second}
+    with httpx.stream("GET", url, headers=headers, timeout=10) as response:
+        events = Events(response)
+        got = [events.next()[0] for _ in missed]
+        assert got == [f"id: {i}" for i in missed]
+
+
+def test_stream_key_rules_and_groups(gateway: GatewayProcess, redis: RedisServer) -> None:
+    key = f"jobs:{gateway.url[-5:]}"
+    response = httpx.get(gateway.url + "/streams/secret", headers=auth(gateway, "app"),
+                         timeout=10)
+    assert response.status_code == 403, response.text
+    redis_command(redis.port, "XGROUP", "CREATE", key, "workers", "0", "MKSTREAM")
+    ids = [xadd(redis, key, f"job{i}") for i in range(2)]
+    url = gateway.url + "/streams/" + key
+    params = {"group": "workers", "consumer": "w1"}
+    ro = httpx.get(url, params=params, headers=auth(gateway, "ro"), timeout=10)
+    assert ro.status_code == 403, ro.text  # the group form writes: not for read-only
+    with httpx.stream("GET", url, params=params, headers=auth(gateway, "rw"),
+                      timeout=10) as response:
+        events = Events(response)
+        assert [events.next()[0] for _ in ids] == [f"id: {i}" for i in ids]
+    # Not acknowledged: delivered again to the same consumer.
+    with httpx.stream("GET", url, params=params, headers=auth(gateway, "rw"),
+                      timeout=10) as response:
+        events = Events(response)
+        assert [events.next()[0] for _ in ids] == [f"id: {i}" for i in ids]
+    acked = httpx.post(url + "/ack", params={"group": "workers"}, json=ids,
+                       headers=auth(gateway, "rw"), timeout=10)
+    assert acked.json() == {"result": 2}
+    pending = redis_command(redis.port, "XPENDING", key, "workers")
+    assert isinstance(pending, list) and pending[0] == 0

@@ -62,8 +62,9 @@ from .http_streaming import StreamingResponse, send_asgi
 from .rest import RestApi
 from .settings import Settings
 from .static import StaticFiles
+from .streams import redis_streams
 from .streams.hub import Hub
-from .streams.sse import open_stream, streaming_path
+from .streams.sse import open_stream, stream_key, streaming_path
 
 if TYPE_CHECKING:
     from .graphql.endpoint import GraphQLEndpoint
@@ -315,6 +316,11 @@ class Gateway:
         def recheck() -> Awaitable[Principal]:
             return self.tokens.authenticate(token)
 
+        if command == "streams":
+            key, action = stream_key(request, self._base.encode())
+            return await redis_streams.handle(
+                self.executor, self.hub(principal), principal, request, key, action,
+                recheck, self.settings.limits.max_reply_bytes)
         return await open_stream(self.hub(principal), principal, request, command,
                                  self._base.encode(), recheck)
 

@@ -184,6 +184,7 @@ class Hub:
         self.subscriptions: set[Subscription] = set()
         self._per_token: Counter[str] = Counter()
         self._draining = False
+        self._leases = 0  # streams the hub counts but does not carry (``lease``)
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -207,6 +208,43 @@ class Hub:
                       recheck: Recheck | None = None) -> Subscription:
         await self._check_command(principal, [b"MONITOR"])
         return await self._open(principal, "monitor", [b""], buffer, recheck)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def lease(self, principal: Principal) -> Callable[[], None]:
+        """A place for a stream the hub does not carry (a Redis Streams reader, which reads
+        on reserved connections), under the same limits; call the result to give it back."""
+        self._admit(principal)
+        self._leases += 1
+        self._per_token[principal.name] += 1
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                self._leases -= 1
+                self._count_out(principal.name)
+
+        return give_back
+
+    def _admit(self, principal: Principal) -> None:
+        settings = self.settings
+        if self._draining:
+            raise RedisUnavailable("the gateway is shutting down; reconnect to another")
+        if len(self.subscriptions) + self._leases >= settings.max_streams:
+            raise TooManyRequests(f"the gateway has {settings.max_streams} open streams "
+                                  "(streams.max_streams); retry later")
+        if self._per_token[principal.name] >= settings.max_streams_per_token:
+            raise TooManyRequests(f"this token has {settings.max_streams_per_token} open "
+                                  "streams (streams.max_streams_per_token); close one first")
+
+    def _count_out(self, name: str) -> None:
+        self._per_token[name] -= 1
+        if self._per_token[name] <= 0:
+            del self._per_token[name]
 
     async def drain(self) -> None:
         """End every stream with "draining" (their clients reconnect elsewhere) and refuse
@@ -237,17 +275,9 @@ class Hub:
 
     async def _open(self, principal: Principal, kind: str, names: list[bytes],
                     buffer: int | None, recheck: Recheck | None) -> Subscription:
-        settings = self.settings
-        if self._draining:
-            raise RedisUnavailable("the gateway is shutting down; reconnect to another")
-        if len(self.subscriptions) >= settings.max_streams:
-            raise TooManyRequests(f"the gateway has {settings.max_streams} open streams "
-                                  "(streams.max_streams); retry later")
-        if self._per_token[principal.name] >= settings.max_streams_per_token:
-            raise TooManyRequests(f"this token has {settings.max_streams_per_token} open "
-                                  "streams (streams.max_streams_per_token); close one first")
+        self._admit(principal)
         sub = Subscription(self, principal, kind, names,
-                           buffer or settings.buffer_bytes, recheck)
+                           buffer or self.settings.buffer_bytes, recheck)
         self.subscriptions.add(sub)
         self._per_token[principal.name] += 1
         self._start_watching()
@@ -330,9 +360,7 @@ class Hub:
         if sub not in self.subscriptions:
             return
         self.subscriptions.discard(sub)
-        self._per_token[sub.principal.name] -= 1
-        if self._per_token[sub.principal.name] <= 0:
-            del self._per_token[sub.principal.name]
+        self._count_out(sub.principal.name)
         for key in sub._keys:
             listeners = self._listeners.get(key)
             if listeners is None:

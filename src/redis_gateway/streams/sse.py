@@ -48,11 +48,15 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _BATCH_BYTES = 64 * 1024  # messages already waiting leave together, up to this much
 
 
+_STREAMING = frozenset([*PATHS, "streams"])
+
+
 def streaming_path(path: str) -> str | None:
-    """The SSE command a request path names (``subscribe`` ...), or None."""
+    """The streaming endpoint a request path names (``subscribe`` ..., ``streams``), or
+    None."""
     end = path.find("/", 1)
     head = (path[1:] if end < 0 else path[1:end]).lower()
-    return head if head in PATHS else None
+    return head if head in _STREAMING else None
 
 
 def event_lines(text: bytes) -> bytes:
@@ -97,6 +101,16 @@ def names_of(request: Request, base_path: bytes) -> list[bytes]:
     raw = request.raw_path.split(b"?", 1)[0][len(base_path):]
     segments = raw.lstrip(b"/").split(b"/")[1:]
     return [unquote_to_bytes(s) for s in segments if s]
+
+
+def stream_key(request: Request, base_path: bytes) -> tuple[bytes, str]:
+    """``/streams/<key>[/<action>]``: the key (percent-decoded; a '/' in it is %2F) and the
+    action ("" or "ack")."""
+    segments = names_of(request, base_path)
+    if not segments or len(segments) > 2:
+        raise BadRequest("use /streams/<key> (a '/' inside the key as %2F) or "
+                         "/streams/<key>/ack")
+    return segments[0], segments[1].decode("utf-8", "replace") if len(segments) == 2 else ""
 
 
 async def open_stream(hub: Hub, principal: Principal, request: Request, command: str,
