@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import hiredis
 from run import (  # the wrk benchmark's process handling, shared
     BenchError,
     Services,
@@ -235,6 +237,30 @@ async def client_main(way: str, url: str, token: str, count: int) -> None:
 
 # --- driver ----------------------------------------------------------------------------
 
+class Publisher:
+    """PUBLISH on one connection of its own, straight to Redis: the same input for every
+    system, at the rate asked (a connection per message would not keep up under load)."""
+
+    def __init__(self, port: int) -> None:
+        self._socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self._reader = hiredis.Reader()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._socket.close()
+
+    def __call__(self, message: str) -> Any:
+        self._socket.sendall(hiredis.pack_command(("PUBLISH", CHANNEL, message)))
+        while (reply := self._reader.gets()) is False:
+            chunk = self._socket.recv(65536)
+            if not chunk:
+                raise BenchError("Redis closed the publisher's connection")
+            self._reader.feed(chunk)
+        return reply
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -273,11 +299,12 @@ def measure(way: str, url: str, token: str, server: Any, redis_port: int,
         sent = 0
         first_ns = time.time_ns()
         start = time.monotonic()
-        while time.monotonic() - start < args.seconds:
-            redis_call(redis_port, "PUBLISH", CHANNEL, str(time.time_ns()))
-            sent += 1
-            time.sleep(max(0.0, start + sent * interval - time.monotonic()))
-        redis_call(redis_port, "PUBLISH", CHANNEL, STOP)
+        with Publisher(redis_port) as publish:
+            while time.monotonic() - start < args.seconds:
+                publish(str(time.time_ns()))
+                sent += 1
+                time.sleep(max(0.0, start + sent * interval - time.monotonic()))
+            publish(STOP)
         tallies = []
         for proc in procs:
             out, _ = proc.communicate(timeout=180)
