@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..auth import Principal
-from ..errors import BadRequest, Forbidden, GatewayError, LimitExceeded, RedisUnavailable
+from ..errors import BadRequest, Forbidden, GatewayError, RedisUnavailable
 from ..streams.hub import CLOSED, Hub, Kind, Subscription
 from .resolvers import Context
 
@@ -311,8 +311,3 @@ class BackendKeyspaceConfig:
         if isinstance(reply, Exception):
             raise RedisUnavailable(f"notify-keyspace-events could not be set: {reply}")
 
-
-def check_subscription_count(active: int, limit: int) -> None:
-    if active >= limit:
-        raise LimitExceeded(f"this connection already has {active} subscriptions "
-                            f"(graphql.max_subscriptions)")
