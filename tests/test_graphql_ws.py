@@ -57,7 +57,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[tuple[RedisServer, Gateway
     gateway = GatewayProcess(redis.url, rules=RULES,
                              config_extra=f'server = "{request.param}"\n'
                                           "[graphql]\nkeyspace_events_enable = true\n"
-                                          "max_subscriptions = 3\n")
+                                          "max_subscriptions = 3\n"
+                                          "[streams]\nmax_ws_message_bytes = 65536\n")
     try:
         gateway.start()
         yield redis, gateway
@@ -159,6 +160,10 @@ async def test_protocol_refusals_close_with_the_protocols_codes(gw: GatewayProce
     assert json.loads(await socket.recv()) == {"type": "connection_ack"}
     await socket.send(init)
     assert (await closed_with(socket))[0] == 4429
+    # A message past streams.max_ws_message_bytes: 1009.
+    socket = await raw(gw)
+    await socket.send(json.dumps({"type": "connection_init", "payload": {"x": "y" * 70_000}}))
+    assert (await closed_with(socket))[0] == 1009
     # Nothing sent: closed 4408 once the initialisation time is over.
     socket = await raw(gw)
     assert (await closed_with(socket))[0] == 4408

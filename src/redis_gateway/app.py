@@ -195,7 +195,8 @@ class Gateway:
 
             await serve_asgi(self.graphql(), scope, receive, send,
                              max_operations=self.settings.graphql.max_subscriptions,
-                             token_recheck=self.settings.streams.recheck_seconds)
+                             token_recheck=self.settings.streams.recheck_seconds,
+                             max_message_bytes=self.settings.streams.max_ws_message_bytes)
             return
         await receive()  # websocket.connect
         await send({"type": "websocket.close", "code": 1008, "reason": "no WebSocket here"})

@@ -14,8 +14,9 @@ from .transport_ws import SUBPROTOCOL, GraphQLWebSocket
 
 
 class AsgiTextSocket:
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, max_message_bytes: int) -> None:
         self._receive, self._send = receive, send
+        self._limit = max_message_bytes
         self._closed = False
 
     async def receive(self) -> str | bytes | None:
@@ -23,8 +24,13 @@ class AsgiTextSocket:
             return None
         message = await self._receive()
         if message["type"] == "websocket.receive":
-            text: Any = message.get("text")
-            return text if text is not None else message.get("bytes") or b""
+            data: Any = message.get("text")
+            data = data if data is not None else message.get("bytes") or b""
+            if len(data) > self._limit:
+                await self.close(1009, f"a message is larger than {self._limit} bytes "
+                                       "(streams.max_ws_message_bytes)")
+                return None
+            return data  # type: ignore[no-any-return]
         self._closed = True  # websocket.disconnect
         return None
 
@@ -56,7 +62,8 @@ def offers_subprotocol(scope: Scope) -> bool:
 
 
 async def serve_asgi(endpoint: Runner, scope: Scope, receive: Receive, send: Send,
-                     *, max_operations: int, token_recheck: float) -> None:
+                     *, max_operations: int, token_recheck: float,
+                     max_message_bytes: int) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
         return
@@ -66,7 +73,7 @@ async def serve_asgi(endpoint: Runner, scope: Scope, receive: Receive, send: Sen
                     "reason": f"use the {SUBPROTOCOL} subprotocol"})
         return
     await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
-    socket = AsgiTextSocket(receive, send)
+    socket = AsgiTextSocket(receive, send, max_message_bytes)
     await GraphQLWebSocket(endpoint, socket,
                            handshake_token=handshake_token(scope["headers"],
                                                            scope.get("query_string", b"")),
