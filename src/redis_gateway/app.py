@@ -65,6 +65,7 @@ from .static import StaticFiles
 from .streams import redis_streams
 from .streams.hub import Hub
 from .streams.sse import open_stream, stream_key, streaming_path
+from .streams.ws import serve_asgi
 
 if TYPE_CHECKING:
     from .graphql.endpoint import GraphQLEndpoint
@@ -105,6 +106,8 @@ class Gateway:
         self._on_shutdown = on_shutdown
         # False in AWS Lambda (aws_lambda.py), which cannot stream a response.
         self.streaming = True
+        # Where WebSocket clients connect (streams/ws.py); the built-in server reads it.
+        self.websocket_path = self._base + "/ws"
 
     def graphql(self) -> GraphQLEndpoint:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
@@ -152,6 +155,12 @@ class Gateway:
         """ASGI: for uvicorn, Mangum and any other ASGI server."""
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["type"] == "websocket":
+            if scope["path"] == self.websocket_path and self.streaming:
+                await serve_asgi(self, scope, receive, send)
+            else:  # refused at the handshake: ASGI turns a close before accept into a 403
+                await send({"type": "websocket.close", "code": 1008})
             return
         if scope["type"] != "http":
             return
