@@ -18,7 +18,7 @@ from support import GatewayProcess, RedisServer
 JS_DIR = Path(__file__).parent / "js"
 
 
-@pytest.fixture(scope="module", params=["uvicorn"])
+@pytest.fixture(scope="module", params=["builtin", "uvicorn"])
 def gw(request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
     redis = RedisServer().start()
     gateway = GatewayProcess(redis.url, rules={"admin": "admin"},

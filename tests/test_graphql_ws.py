@@ -51,7 +51,7 @@ RULES = {"admin": "admin", "rw": "read-write", "ro": "read-only",
          "keys": "+@all -@dangerous ~app:* allchannels"}
 
 
-@pytest.fixture(scope="module", params=["uvicorn"])
+@pytest.fixture(scope="module", params=["builtin", "uvicorn"])
 def stack(request: pytest.FixtureRequest) -> Iterator[tuple[RedisServer, GatewayProcess]]:
     redis = RedisServer().start()
     gateway = GatewayProcess(redis.url, rules=RULES,

@@ -65,6 +65,7 @@ from .static import StaticFiles
 from .streams import redis_streams
 from .streams.hub import Hub
 from .streams.sse import open_stream, stream_key, streaming_path
+from .streams.ws import serve_asgi
 
 if TYPE_CHECKING:
     from .graphql.endpoint import GraphQLEndpoint
@@ -105,6 +106,9 @@ class Gateway:
         self._on_shutdown = on_shutdown
         # False in AWS Lambda (aws_lambda.py), which cannot stream a response.
         self.streaming = True
+        # Where WebSocket clients connect (streams/ws.py); the built-in server reads it.
+        self.websocket_path = self._base + "/ws"
+        self.graphql_websocket_path = self._base + "/graphql"
 
     def graphql(self) -> GraphQLEndpoint:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
@@ -185,21 +189,19 @@ class Gateway:
                     "body": b"" if method == "HEAD" else response.body})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI WebSockets: GraphQL subscriptions (graphql-transport-ws) on /graphql."""
-        try:
-            path = self._local_path(scope["path"])
-        except NotFound:
-            path = ""
-        if path == "/graphql":
-            from .graphql.asgi_ws import serve_asgi
+        """ASGI WebSockets: ``/ws`` (streams/ws.py) and GraphQL subscriptions
+        (graphql-transport-ws) on ``/graphql``."""
+        if scope["path"] == self.websocket_path and self.streaming:
+            await serve_asgi(self, scope, receive, send)
+        elif scope["path"] == self.graphql_websocket_path and self.streaming:
+            from .graphql.asgi_ws import serve_asgi as serve_graphql
 
-            await serve_asgi(self.graphql(), scope, receive, send,
-                             max_operations=self.settings.graphql.max_subscriptions,
-                             token_recheck=self.settings.streams.recheck_seconds,
-                             max_message_bytes=self.settings.streams.max_ws_message_bytes)
-            return
-        await receive()  # websocket.connect
-        await send({"type": "websocket.close", "code": 1008, "reason": "no WebSocket here"})
+            await serve_graphql(self.graphql(), scope, receive, send,
+                                max_operations=self.settings.graphql.max_subscriptions,
+                                token_recheck=self.settings.streams.recheck_seconds,
+                                max_message_bytes=self.settings.streams.max_ws_message_bytes)
+        else:  # refused at the handshake: ASGI turns a close before accept into a 403
+            await send({"type": "websocket.close", "code": 1008})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

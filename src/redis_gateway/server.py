@@ -6,7 +6,8 @@ dicts and two writes per response), more than the gateway's own work on a GET. T
 server keeps one task per connection that runs the app for each request in turn, and
 sends each response in one write. It speaks what the gateway needs: HTTP/1.0 and 1.1,
 keep-alive, pipelined requests (answered in order), chunked request bodies,
-``Expect: 100-continue``; no WebSocket (use uvicorn for that).
+``Expect: 100-continue``, streaming responses (``http_streaming.py``) and WebSocket on the
+gateway's ``/ws`` (handed to ``websocket.py``).
 
 It hands the gateway a whole ``Request`` and writes its ``Response``: the same objects
 the ASGI adapter (``app.Gateway.__call__``) makes, so the front doors cannot tell the two
@@ -153,6 +154,7 @@ class HttpConnection(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._streaming = False  # a streaming response is being written
+        self._upgraded = False  # handed to the WebSocket protocol
 
     # asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -285,8 +287,11 @@ class HttpConnection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # Raised after on_message_complete queued the upgrade request: not run.
-            self._queued_bytes -= self._queue.pop().held
-            self._refuse_now(400, "upgrades (WebSocket) are not served here")
+            request = self._queue.pop()
+            self._queued_bytes -= request.held
+            if self._queue or self._running or not self._upgrade(request):
+                self._refuse_now(400, "upgrades are served only for WebSocket on /ws and "
+                                      "/graphql, as a connection's first request")
             return False
         except httptools.HttpParserError as exc:
             if not self._closing:  # else a callback refused the request
@@ -373,6 +378,32 @@ class HttpConnection(asyncio.Protocol):
             self._transport.pause_reading()
             self._paused_at = self._loop.time()
 
+    def _upgrade(self, request: RequestState) -> bool:
+        """Hand the connection to the WebSocket protocol (``websocket.py``), if the app
+        serves WebSocket at this path."""
+        path = request.url.partition(b"?")[0]
+        paths = (getattr(self._app, "websocket_path", None),
+                 getattr(self._app, "graphql_websocket_path", None))
+        if _decode_path(path) not in paths or not any(
+                k == b"upgrade" and v.lower() == b"websocket" for k, v in request.headers):
+            return False
+        from .websocket import WebSocketConnection
+
+        head = b"%b %b HTTP/1.1\r\n%b\r\n" % (request.method, request.url, b"".join(
+            k + b": " + v + b"\r\n" for k, v in request.headers))
+        self._upgraded = self._closing = True
+        self._settle(0)
+        protocol = WebSocketConnection(self._app,  # type: ignore[arg-type]
+                                       lambda: self._state.connections.discard(self))
+        if self._task is not None:
+            self._task.cancel()  # it waits for requests this connection will never have
+        self._transport.set_protocol(protocol)
+        protocol.take_over(self._transport, head)
+        if not self._reading:
+            self._reading = True
+            self._transport.resume_reading()
+        return True
+
     # refusing --------------------------------------------------------------------------
     def _refuse(self, status: int, message: str,
                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -412,7 +443,7 @@ class HttpConnection(asyncio.Protocol):
     def expire(self, now: float) -> None:
         """Enforce the deadlines; ``serve`` calls it about once a second."""
         transport = self._transport
-        if transport.is_closing():
+        if transport.is_closing() or self._upgraded:
             return
         if self._write_paused or (self._finished and transport.get_write_buffer_size()):
             # The client is not reading: it must take some of it every write_timeout.
