@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import select
 import socket
 import subprocess
 import sys
@@ -48,7 +49,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 CHANNEL = "bench:fanout"
 STOP = "stop"
-WAYS = ("gateway-sse", "gateway-ws", "gateway-graphql-sse", "webdis-ws", "webdis-chunked")
+WARM = "warm"  # published until every subscriber is ready; never counted
+WAYS = ("gateway-sse", "gateway-ws", "gateway-graphql-sse", "gateway-graphql-ws", "webdis-ws",
+        "webdis-chunked")
 
 
 # --- client side: one process, many subscribers ------------------------------------------
@@ -64,6 +67,8 @@ class Tally:
         if text == STOP:
             self.stopped += 1
             return False
+        if text == WARM:
+            return True
         now = time.time_ns()
         self.latencies_us.append((now - int(text)) // 1000)
         self.last_ns = max(self.last_ns, now)
@@ -196,13 +201,44 @@ async def gateway_ws(url: str, token: str, tally: Tally, ready: asyncio.Event) -
                      {"Authorization": f"Bearer {token}"})
 
 
+def _graphql_ws_message(body: Any) -> tuple[str, str]:
+    if body.get("type") == "connection_ack":
+        return "subscribe", ""  # ready once acknowledged; the subscription follows at once
+    if body.get("type") == "next":
+        return "message", body["payload"]["data"]["messages"]["message"]
+    return "", ""
+
+
+async def gateway_graphql_ws(url: str, token: str, tally: Tally, ready: asyncio.Event) -> None:
+    import websockets
+
+    ws = url.replace("http://", "ws://") + "/graphql"
+    query = f'subscription {{ messages(channels: ["{CHANNEL}"]) {{ message }} }}'
+    async with websockets.connect(ws, subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                                  max_queue=None, compression=None, open_timeout=30,
+                                  ping_interval=None) as socket:
+        await socket.send(json.dumps({"type": "connection_init",
+                                      "payload": {"x-api-key": token}}))
+        await socket.recv()  # connection_ack
+        await socket.send(json.dumps({"id": "1", "type": "subscribe",
+                                      "payload": {"query": query}}))
+        async for raw in socket:
+            kind, payload = _graphql_ws_message(json.loads(raw))
+            if kind == "message":
+                if payload == WARM:  # the subscription is live
+                    ready.set()
+                elif not tally.payload(payload):
+                    return
+
+
 async def webdis_ws(url: str, _token: str, tally: Tally, ready: asyncio.Event) -> None:
     ws = url.replace("http://", "ws://") + "/.json"
     await _websocket(ws, [json.dumps(["SUBSCRIBE", CHANNEL])], tally, ready, _webdis_message)
 
 
 CLIENTS = {"gateway-sse": gateway_sse, "gateway-ws": gateway_ws,
-           "gateway-graphql-sse": gateway_graphql_sse, "webdis-ws": webdis_ws,
+           "gateway-graphql-sse": gateway_graphql_sse,
+           "gateway-graphql-ws": gateway_graphql_ws, "webdis-ws": webdis_ws,
            "webdis-chunked": webdis_chunked}
 
 
@@ -287,11 +323,21 @@ def measure(way: str, url: str, token: str, server: Any, redis_port: int,
              "--count", str(count)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True))
     try:
-        for proc in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().strip()
-            if line != "ready":
-                raise BenchError(f"{way}: a client process said {line[:300]!r}")
+        # Until every client process says "ready", publish a warm-up message now and then:
+        # a GraphQL subscription has no confirmation of its own, its first message is one.
+        waiting = {proc.stdout.fileno(): proc for proc in procs if proc.stdout}
+        deadline = time.monotonic() + 120
+        with Publisher(redis_port) as publish:
+            while waiting:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{way}: the subscribers were not all ready in time")
+                publish(WARM)
+                readable, _, _ = select.select(list(waiting), [], [], 0.1)
+                for fd in readable:
+                    line = os.read(fd, 65536).decode().strip()
+                    if line != "ready":
+                        raise BenchError(f"{way}: a client process said {line[:300]!r}")
+                    del waiting[fd]
         numsub = redis_call(redis_port, "PUBSUB", "NUMSUB", CHANNEL)
         idle_rss = rss_kib(server.proc.pid)
         cpu_before = server.cpu_seconds()
