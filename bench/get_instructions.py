@@ -14,6 +14,7 @@ N, so Python's start-up cancels out. Valgrind runs the gateway ~50x slower; keep
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import subprocess
 import sys
@@ -79,10 +80,14 @@ async def run(count: int) -> None:
         transport = Transport()
         conn.connection_made(transport)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
-        for _ in range(200 + count):  # warm-up, then the counted ones
+        for i in range(200 + count):  # warm-up, then the counted ones
+            if i == 200:  # the same state for both runs, and no collection in between
+                gc.collect()
+                gc.disable()
             transport.waiter = loop.create_future()
             conn.data_received(GET)
             await transport.waiter
+        gc.enable()
         await gateway.close()
     finally:
         server.close()
@@ -93,7 +98,7 @@ def instructions(count: int, source: Path) -> int:
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
                         sys.executable, __file__, str(count)], check=True,
                        capture_output=True, env={"PYTHONPATH": str(source / "src"),
-                                                 "PATH": "/usr/bin:/bin"})
+                                                 "PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin"})
         text = Path(out.name).read_text(errors="replace")
     match = re.search(r"^summary: (\d+)", text, re.M) or re.search(r"^totals: (\d+)", text, re.M)
     assert match, "no callgrind summary"
