@@ -307,8 +307,7 @@ class Gateway:
         return response
 
     async def _stream(self, request: Request, command: str) -> Response:
-        """A streaming endpoint (``streams/``): not admitted like a request, since it lasts;
-        bounded by the streams limits instead."""
+        """A streaming endpoint (``streams/``)."""
         if not self.streaming:
             raise BadRequest(f"/{command} streams its answer, which AWS Lambda cannot: a "
                              "Lambda invocation returns one whole response. Run the gateway "
@@ -319,13 +318,16 @@ class Gateway:
         def recheck() -> Awaitable[Principal]:
             return self.tokens.authenticate(token)
 
-        if command == "streams":
-            key, action = stream_key(request, self._base.encode())
-            return await redis_streams.handle(
-                self.executor, self.hub(principal), principal, request, key, action,
-                recheck, self.settings.limits.max_reply_bytes)
-        return await open_stream(self.hub(principal), principal, request, command,
-                                 self._base.encode(), recheck)
+        # Opening a stream counts as a request against the token's share and rate; what
+        # it streams afterwards is bounded by the streams limits instead.
+        async with self.admission.request(principal.name, principal.share):
+            if command == "streams":
+                key, action = stream_key(request, self._base.encode())
+                return await redis_streams.handle(
+                    self.executor, self.hub(principal), principal, request, key, action,
+                    recheck, self.settings.limits.max_reply_bytes)
+            return await open_stream(self.hub(principal), principal, request, command,
+                                     self._base.encode(), recheck)
 
     def _local_path(self, path: str) -> str:
         if not self._base:

@@ -543,7 +543,6 @@ class HttpConnection(asyncio.Protocol):
         # HEAD: the length of the body a GET would have had, and no body.
         self._transport.write(head if method == "HEAD" else head + response.body)
 
-
     async def _stream(self, response: StreamingResponse, incoming: RequestState) -> None:
         """A body written as it is produced; the connection closes after it."""
         chunked = incoming.version == "1.1"

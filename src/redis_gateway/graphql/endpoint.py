@@ -123,10 +123,12 @@ class GraphQLEndpoint:
         variables = envelope.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return _failure(400, _MALFORMED, "variables must be a JSON object.")
-        if wants_events(request):  # graphql-sse: lasts, so bounded by the hub, not admitted
-            return self._events(token, principal, envelope, request.method == "POST")
         try:
             async with self._admission.request(principal.name, principal.share) as admitted:
+                if wants_events(request):
+                    # graphql-sse: opening it is admitted like a request (the token's share
+                    # and rate); what it streams is bounded by the streams limits.
+                    return self._events(token, principal, envelope, request.method == "POST")
                 response = await self._run(principal, envelope["query"], variables,
                                            envelope.get("operationName"), request.method)
                 admitted.reply_bytes = len(response.body)

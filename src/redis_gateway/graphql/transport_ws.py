@@ -256,8 +256,10 @@ class GraphQLWebSocket:
     async def _stream(self, operation_id: str, document: DocumentNode, context: Context,
                       variables: dict[str, Any] | None, operation_name: str | None,
                       key: str) -> None:
-        stream = await subscription_payloads(self._endpoint, document, context, variables,
-                                             operation_name, key)
+        # Opening a subscription is admitted like a request (the token's share and rate).
+        async with self._endpoint.admitted(context.principal):
+            stream = await subscription_payloads(self._endpoint, document, context,
+                                                 variables, operation_name, key)
         if isinstance(stream, dict):  # refused before any event
             await self._send({"id": operation_id, "type": "next", "payload": stream})
             return

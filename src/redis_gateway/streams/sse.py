@@ -53,9 +53,10 @@ _STREAMING = frozenset([*PATHS, "streams"])
 
 def streaming_path(path: str) -> str | None:
     """The streaming endpoint a request path names (``subscribe`` ..., ``streams``), or
-    None."""
+    None. Lower case only, as the SDKs send them: ``/SUBSCRIBE/x`` is the path style's
+    SUBSCRIBE command, which says where to go instead."""
     end = path.find("/", 1)
-    head = (path[1:] if end < 0 else path[1:end]).lower()
+    head = path[1:] if end < 0 else path[1:end]
     return head if head in _STREAMING else None
 
 
