@@ -49,12 +49,15 @@ _BATCH_BYTES = 64 * 1024  # messages already waiting leave together, up to this 
 
 
 _STREAMING = frozenset([*PATHS, "streams"])
+_PREFIXES = tuple("/" + name for name in _STREAMING)  # on every request: a quick no first
 
 
 def streaming_path(path: str) -> str | None:
     """The streaming endpoint a request path names (``subscribe`` ..., ``streams``), or
     None. Lower case only, as the SDKs send them: ``/SUBSCRIBE/x`` is the path style's
     SUBSCRIBE command, which says where to go instead."""
+    if not path.startswith(_PREFIXES):
+        return None
     end = path.find("/", 1)
     head = path[1:] if end < 0 else path[1:end]
     return head if head in _STREAMING else None
