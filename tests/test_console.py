@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support import GatewayProcess, RedisServer, free_port
+from support import GatewayProcess, RedisServer, free_port, redis_command
 
 CONSOLE_TESTS = Path(__file__).parent / "console"
 FIXTURES = CONSOLE_TESTS / "fixtures" / "captured.json"
@@ -48,6 +48,7 @@ def stack() -> Iterator[tuple[RedisServer, GatewayProcess]]:
     gateway = GatewayProcess(redis.url, rules={
         "admin": "admin",
         "nodocs": "+@all -command allkeys allchannels",
+        "nochannels": "+@all allkeys",
     }).start()
     yield redis, gateway
     gateway.stop()
@@ -446,11 +447,8 @@ def test_console_end_to_end(context: BrowserContext, redis: RedisServer,
     assert f'{address}> SET c:e "hello world"\nOK\n{address}> GET c:e\n"hello world"\n' \
         in console.screen
 
-    # Errors from the gateway and from Redis; streaming commands.
+    # Errors from the gateway and from Redis (streaming: test_console_streams_as_redis_cli).
     assert console.type("SELECT 1").startswith("(error) ERR SELECT is not available here")
-    assert console.type("subscribe news") == (
-        "SUBSCRIBE streams its replies, and the console cannot show streams yet: "
-        "this is not available here.\n")
 
     # MULTI / EXEC: queued in the page, sent to /multi-exec.
     assert console.type("MULTI") == "OK\n"
@@ -533,6 +531,114 @@ def test_console_end_to_end(context: BrowserContext, redis: RedisServer,
     expect(page.locator("#input")).to_have_value("draft")
     page.keyboard.press("Enter")
     assert "unknown command 'draft'" in console.last_reply()
+    console.check_clean()
+
+
+class StreamingCli:
+    """The real redis-cli running a streaming command, its output read as it comes."""
+
+    def __init__(self, port: int, *argv: str) -> None:
+        self.process = subprocess.Popen(["redis-cli", "-p", str(port), "--no-raw", *argv],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.output = b""
+
+    def until(self, lines: int) -> str:
+        """Its output once it has printed ``lines`` lines (or failed the test trying)."""
+        assert self.process.stdout
+        deadline = time.monotonic() + 10
+        while self.output.count(b"\n") < lines:
+            assert time.monotonic() < deadline, self.output
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.1)
+            if ready:
+                chunk = os.read(self.process.stdout.fileno(), 65536)
+                assert chunk, f"redis-cli ended: {self.output!r}"
+                self.output += chunk
+        return self.output.decode()
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
+def streamed(console: Console, lines: int) -> str:
+    """What the running streaming command has printed, once it is ``lines`` lines."""
+    expect(console.page.locator("#screen")).to_have_attribute("aria-busy", "true")
+    deadline = time.monotonic() + 10
+    while (text := console.last_reply()).count("\n") < lines:
+        assert time.monotonic() < deadline, text
+        console.page.wait_for_timeout(20)
+    return text
+
+
+def numsub(redis: RedisServer, channel: str) -> int:
+    reply = redis_command(redis.port, "PUBSUB", "NUMSUB", channel)
+    assert isinstance(reply, list)
+    return int(reply[1])
+
+
+@needs_browser
+@needs_cli
+def test_console_streams_as_redis_cli(context: BrowserContext, redis: RedisServer,
+                                      gw: GatewayProcess) -> None:
+    """SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE print the banner, the confirmations and each message
+    byte for byte as redis-cli does on the same server; MONITOR its OK and lines; Ctrl-C
+    stops the stream (the subscription leaves Redis) and the console is usable again."""
+    page = context.new_page()
+    console = Console(page).open(gw.url + "/console/")
+    console.connect(None, gw.tokens["admin"])
+    cases = [("SUBSCRIBE c:s1 c:s2", ["c:s1", "c:s2"], ["c:s1", "c:s2"]),
+             ("PSUBSCRIBE c:p*", ["c:p*"], ["c:px"]),
+             ("SSUBSCRIBE c:ss", ["c:ss"], [])]  # SPUBLISH below
+    messages = ["hello, world", "two\nlines", "caf\u00e9"]
+    for line, names, channels in cases:
+        cli = StreamingCli(redis.port, *line.split())
+        try:
+            confirmations = 1 + 3 * len(names)  # the banner, then three lines each
+            cli.until(confirmations)
+            page.fill("#input", line)
+            page.press("#input", "Enter")
+            streamed(console, confirmations)
+            for name in names:  # the gateway's subscriber connection has them too
+                if not name.endswith("*") and line.startswith("SUBSCRIBE"):
+                    assert numsub(redis, name) == 2
+            sent = 0
+            for channel in channels or names:
+                for message in messages:
+                    publish = "SPUBLISH" if line.startswith("SSUBSCRIBE") else "PUBLISH"
+                    redis_command(redis.port, publish, channel, message)
+                    sent += 1
+            per = 4 if line.startswith("PSUBSCRIBE") else 3
+            want = cli.until(confirmations + sent * per)  # a line break prints as "\n"
+            got = streamed(console, want.count("\n"))
+            assert got == want, f"{line}:\n  redis-cli {want!r}\n  console   {got!r}"
+            page.press("#input", "Control+c")
+            expect(page.locator("#screen")).not_to_have_attribute("aria-busy", "true")
+            assert console.type("PING") == "PONG\n"
+        finally:
+            cli.close()
+    deadline = time.monotonic() + 5  # Ctrl-C closed the stream: the gateway unsubscribed
+    while numsub(redis, "c:s1"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    # MONITOR: OK, then each command Redis runs, in redis-cli's format.
+    page.fill("#input", "MONITOR")
+    page.press("#input", "Enter")
+    assert streamed(console, 1) == "OK\n"
+    redis_command(redis.port, "SET", "c:mon", 'v "q"')
+    text = streamed(console, 2)
+    assert re.fullmatch(r'OK\n\d+\.\d+ \[0 [^\]]+\] "SET" "c:mon" "v \\"q\\""\n', text), text
+    page.press("#input", "Control+c")
+    expect(page.locator("#screen")).not_to_have_attribute("aria-busy", "true")
+    # A token whose channel rules refuse it: the banner, then NOPERM, and the stream is over
+    # (redis-cli stops at an error reply too).
+    console.connect(None, gw.tokens["nochannels"])
+    refused = console.type("SUBSCRIBE c:s1")
+    assert refused.startswith("Reading messages... (press Ctrl-C to quit)\n(error) NOPERM ")
+    assert "'c:s1' channel" in refused
+    assert console.type("PING") == "PONG\n"
     console.check_clean()
 
 

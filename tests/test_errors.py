@@ -67,9 +67,9 @@ def test_redis_error_reply_is_400(admin: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(("command", "why"), [
-    (["SUBSCRIBE", "ch"], "no streaming endpoint yet"),
-    (["PSUBSCRIBE", "c*"], "no streaming endpoint yet"),
-    (["MONITOR"], "no streaming endpoint yet"),
+    (["SUBSCRIBE", "ch"], "use the streaming endpoints"),
+    (["PSUBSCRIBE", "c*"], "use the streaming endpoints"),
+    (["MONITOR"], "use the streaming endpoints"),
     (["MULTI"], "/multi-exec"),
     (["EXEC"], "/multi-exec"),
     (["WATCH", "k"], "WATCH needs a connection"),

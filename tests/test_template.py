@@ -677,12 +677,12 @@ def test_every_type_admits_every_authentication_mode(template: dict[str, Any]) -
 def test_every_schema_field_has_a_direct_batched_resolver(template: dict[str, Any]) -> None:
     schema = build_schema((GRAPHQL / "appsync.graphql").read_text() + "\n"
                           + (GRAPHQL / "schema.graphql").read_text())
-    assert schema.subscription_type is None, "subscriptions need resolvers of their own kind"
     fields = {(t.name, f) for t in (schema.query_type, schema.mutation_type) if t
               for f in t.fields}
     resources = template["Resources"]
     params = template["Parameters"]
-    resolvers = {n: r for n, r in resources.items() if r["Type"] == "AWS::AppSync::Resolver"}
+    resolvers = {n: r for n, r in resources.items() if r["Type"] == "AWS::AppSync::Resolver"
+                 and r["Properties"]["TypeName"] != "Subscription"}
     seen: set[tuple[str, str]] = set()
     for name, resolver in resolvers.items():
         props = resolver["Properties"]
@@ -703,6 +703,43 @@ def test_every_schema_field_has_a_direct_batched_resolver(template: dict[str, An
         assert resolver["DependsOn"] == "GraphQLSchema", f"{name} may be made before its field"
     assert fields - seen == set(), "schema fields without a resolver in the template"
     assert seen - fields == set(), "resolvers for fields the schema does not have"
+
+
+def test_subscriptions_appsync_pushes_and_the_others_refuse_at_once(
+        template: dict[str, Any]) -> None:
+    """AppSync streams mutation results only: onPutRedis is @aws_subscribe on putRedis with
+    its return type and no resolver; each other subscription field (Redis pub/sub, keyspace
+    events: the gateway server's) has a resolver on a NONE data source that refuses it."""
+    schema = build_schema((GRAPHQL / "appsync.graphql").read_text() + "\n"
+                          + (GRAPHQL / "schema.graphql").read_text())
+    assert schema.subscription_type and schema.mutation_type
+    subscriptions = schema.subscription_type.fields
+    document = parse((GRAPHQL / "schema.graphql").read_text())
+    (definition,) = [d for d in document.definitions if isinstance(d, ObjectTypeDefinitionNode)
+                     and d.name.value == "Subscription"]
+    pushed = {}
+    for field in definition.fields or []:
+        for directive in field.directives or []:
+            if directive.name.value == "aws_subscribe":
+                (argument,) = directive.arguments
+                values = argument.value.values  # type: ignore[attr-defined]
+                pushed[field.name.value] = [v.value for v in values]
+    assert pushed == {"onPutRedis": ["putRedis"]}
+    put_redis = schema.mutation_type.fields["putRedis"]
+    assert str(subscriptions["onPutRedis"].type) == str(put_redis.type)
+    resources = template["Resources"]
+    refusing = {}
+    for resolver in resources.values():
+        props = resolver.get("Properties", {})
+        if resolver["Type"] != "AWS::AppSync::Resolver" or props["TypeName"] != "Subscription":
+            continue
+        source = resources[_ref_name(props["DataSourceName"])]["Properties"]
+        assert source["Type"] == "NONE"
+        assert props["Runtime"] == {"Name": "APPSYNC_JS", "RuntimeVersion": "1.0.0"}
+        assert "util.error(" in props["Code"] and "gateway server" in props["Code"]
+        assert resolver["DependsOn"] == "GraphQLSchema"
+        refusing[props["FieldName"]] = props
+    assert set(refusing) == set(subscriptions) - set(pushed)
 
 
 def test_function_and_package_layout(template: dict[str, Any]) -> None:

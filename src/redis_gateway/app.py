@@ -36,6 +36,7 @@ from .auth import (
 from .backends import Backend, make_backend
 from .enforcement import prepare as prepare_enforcement
 from .errors import (
+    BadRequest,
     GatewayError,
     MethodNotAllowed,
     NotFound,
@@ -58,10 +59,15 @@ from .http import (
     json_body,
     read_body,
 )
+from .http_streaming import StreamingResponse, send_asgi
 from .observe.observer import Observer
 from .rest import RestApi
 from .settings import Settings
 from .static import StaticFiles
+from .streams import redis_streams
+from .streams.hub import Hub
+from .streams.sse import open_stream, stream_key, streaming_path
+from .streams.ws import serve_asgi
 
 if TYPE_CHECKING:
     from .graphql.endpoint import GraphQLEndpoint
@@ -96,20 +102,32 @@ class Gateway:
         self._graphql: GraphQLEndpoint | None = None
         self._openapi: bytes | None = None
         self.sync_tokens = SyncTokens()
+        self.hubs = {name: Hub(backend, self.executor.enforcement(name).user, settings.limits,
+                               settings.streams) for name, backend in self.backends.items()}
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
         # Set by the server when it starts to drain (SIGTERM): /readyz answers 503 at once,
         # so load balancers stop sending before the port closes.
         self.draining = False
         self.observer = Observer(settings, self.backends)
+        # False in AWS Lambda (aws_lambda.py), which cannot stream a response.
+        self.streaming = True
+        # Where WebSocket clients connect (streams/ws.py); the built-in server reads it.
+        self.websocket_path = self._base + "/ws"
+        self.graphql_websocket_path = self._base + "/graphql"
 
     def graphql(self) -> GraphQLEndpoint:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
         if self._graphql is None:
             from .graphql.endpoint import GraphQLEndpoint
+            from .graphql.subscriptions import BackendKeyspaceConfig, Live
 
             self._graphql = GraphQLEndpoint(self.settings, self.executor, self.tokens,
                                             self.admission)
+            self._graphql.live = Live(
+                self.hub if self.streaming else None,
+                BackendKeyspaceConfig(lambda name, cmds: self.backends[name].run(cmds)),
+                self.settings.graphql.keyspace_events_enable)
         return self._graphql
 
     def openapi(self) -> bytes:
@@ -154,6 +172,9 @@ class Gateway:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         method: str = scope["method"]
@@ -169,11 +190,29 @@ class Gateway:
                               scope["path"].encode(), scope.get("query_string", b""),
                               scope["headers"], body)
             response = await self.handle(request)
+            if type(response) is StreamingResponse:
+                await send_asgi(response, receive, send)
+                return
         await send({"type": "http.response.start", "status": response.status,
                     "headers": [*response.headers,
                                 (b"content-length", b"%d" % len(response.body))]})
         await send({"type": "http.response.body",
                     "body": b"" if method == "HEAD" else response.body})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI WebSockets: ``/ws`` (streams/ws.py) and GraphQL subscriptions
+        (graphql-transport-ws) on ``/graphql``."""
+        if scope["path"] == self.websocket_path and self.streaming:
+            await serve_asgi(self, scope, receive, send)
+        elif scope["path"] == self.graphql_websocket_path and self.streaming:
+            from .graphql.asgi_ws import serve_asgi as serve_graphql
+
+            await serve_graphql(self.graphql(), scope, receive, send,
+                                max_operations=self.settings.graphql.max_subscriptions,
+                                token_recheck=self.settings.streams.recheck_seconds,
+                                max_message_bytes=self.settings.streams.max_ws_message_bytes)
+        else:  # refused at the handshake: ASGI turns a close before accept into a 403
+            await send({"type": "websocket.close", "code": 1008})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -210,7 +249,18 @@ class Gateway:
                 self.executor.enforcement(backend.name), backend,
                 [p.policy for p in principals if p.backend == backend.name])
 
+    def hub(self, principal: Principal) -> Hub:
+        """The pub/sub hub of the principal's backend (``streams/hub.py``)."""
+        return self.hubs[principal.backend]
+
+    async def drain(self) -> None:
+        """End every open stream with a final event telling its client to reconnect."""
+        for hub in self.hubs.values():
+            await hub.drain()
+
     async def close(self) -> None:
+        for hub in self.hubs.values():
+            await hub.close()
         await self.observer.close()  # the audit entries queued are written first
         for backend in self.backends.values():
             await backend.close()
@@ -251,6 +301,8 @@ class Gateway:
                                                     f"{self._base}/console/".encode())])
                 else:
                     response = self.console.get(path[len("/console/"):])
+            elif (command := streaming_path(path)) is not None and method in ("GET", "POST"):
+                response = await self._stream(request, command)
             else:
                 principal = await self.tokens.authenticate(bearer_token(request))
                 record.token = principal.name
@@ -274,6 +326,29 @@ class Gateway:
         response.headers = [*response.headers, *headers]
         self.observer.end(record, request, path, response)
         return response
+
+    async def _stream(self, request: Request, command: str) -> Response:
+        """A streaming endpoint (``streams/``)."""
+        if not self.streaming:
+            raise BadRequest(f"/{command} streams its answer, which AWS Lambda cannot: a "
+                             "Lambda invocation returns one whole response. Run the gateway "
+                             "as a server (container, `redis-gateway serve`) for streams")
+        token = bearer_token(request)
+        principal = await self.tokens.authenticate(token)
+
+        def recheck() -> Awaitable[Principal]:
+            return self.tokens.authenticate(token)
+
+        # Opening a stream counts as a request against the token's share and rate; what
+        # it streams afterwards is bounded by the streams limits instead.
+        async with self.admission.request(principal.name, principal.share):
+            if command == "streams":
+                key, action = stream_key(request, self._base.encode())
+                return await redis_streams.handle(
+                    self.executor, self.hub(principal), principal, request, key, action,
+                    recheck, self.settings.limits.max_reply_bytes)
+            return await open_stream(self.hub(principal), principal, request, command,
+                                     self._base.encode(), recheck)
 
     def _local_path(self, path: str) -> str:
         if not self._base:

@@ -47,6 +47,7 @@ class Runtime:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)  # Mangum runs the app on the current loop
         self.gateway = Gateway(settings)
+        self.gateway.streaming = False  # one whole response per invocation
         self._last_call = time.monotonic()
         self._http: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
 

@@ -1,8 +1,8 @@
 """How the built-in server stops and reloads without losing a request.
 
 SIGTERM (``drain``): ``/readyz`` answers 503 from that moment (the app's ``draining``),
-the listening socket closes, idle keep-alive connections close, every registered
-drainable (a stream) is told to end (it sends its clients a last event telling them to
+the listening socket closes, idle keep-alive connections close, the open streams are
+told to end (the app's ``drain``: each sends its client a last event telling it to
 reconnect), and the requests in flight have ``drain_timeout`` seconds to finish; each
 connection closes after its last response (``Connection: close``). What is still open
 after the deadline is cut. A request is either answered in full or its connection closes
@@ -11,10 +11,8 @@ before any byte of a response: never half an answer.
 SIGHUP (``reload``): the configuration and tokens are read again and a new app is built
 and warmed up beside the old one; new requests go to the new app at once, on the same
 client connections; the old app (its Redis connections) closes once the requests it
-started are answered. A configuration that does not load leaves the old one serving.
-
-The streaming front door registers what it keeps open with ``ServerState.drainables``
-(an object with ``async def drain()``) and removes it when the stream ends.
+started are answered; its streams are told to reconnect first, so that they come back
+under the new rules. A configuration that does not load leaves the old one serving.
 """
 
 from __future__ import annotations
@@ -33,12 +31,6 @@ log = logging.getLogger("redis_gateway.server")
 _RETIRE_POLL = 0.05
 
 
-class Drainable(Protocol):
-    """Something a stop must end politely: a stream tells its client to reconnect."""
-
-    async def drain(self) -> None: ...
-
-
 class Handler(Protocol):
     """The app a server runs (``app.Gateway``)."""
 
@@ -47,6 +39,8 @@ class Handler(Protocol):
     async def handle(self, request: Request) -> Response: ...
     async def warm_up(self) -> None: ...
     async def close(self) -> None: ...
+    async def drain(self) -> None:
+        """End the open streams, each with a last event telling its client to reconnect."""
 
 
 class Connection(Protocol):
@@ -67,8 +61,6 @@ class ServerState(Protocol):
 
     @property
     def connections(self) -> Collection[Connection]: ...
-    @property
-    def drainables(self) -> Collection[Drainable]: ...
 
 
 async def drain(state: ServerState, server: asyncio.AbstractServer, timeout: float) -> None:
@@ -80,14 +72,10 @@ async def drain(state: ServerState, server: asyncio.AbstractServer, timeout: flo
     server.close()
     for conn in list(state.connections):
         conn.close_if_idle()
-    drainables = list(state.drainables)
-    if drainables:
-        results = await asyncio.wait_for(
-            asyncio.gather(*(d.drain() for d in drainables), return_exceptions=True),
-            max(deadline - loop.time(), 0.0))
-        for result in results:
-            if isinstance(result, Exception):
-                log.warning("a stream failed to drain: %r", result)
+    try:
+        await asyncio.wait_for(state.app.drain(), max(deadline - loop.time(), 0.0))
+    except Exception as exc:  # a stream that fails to drain is cut below
+        log.warning("the streams did not all drain: %r", exc)
     if state.connections:
         log.info("draining: %d connection(s) finishing their requests (up to %g s)",
                  len(state.connections), timeout)
@@ -113,6 +101,7 @@ async def reload(state: ServerState, make_app: Callable[[], Awaitable[Handler]],
     await new.warm_up()
     old, state.app = state.app, new
     log.info("SIGHUP: configuration and tokens reloaded; no connection was dropped")
+    await old.drain()
     await _retire(old, state.connections, timeout)
 
 

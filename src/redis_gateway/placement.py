@@ -24,8 +24,8 @@ from typing import NamedTuple
 from .commands import CommandInfo
 
 _STREAMING = ("it streams replies, which a request/response endpoint cannot carry; "
-              "this gateway has no streaming endpoint yet (POST /{name}/... with "
-              "Server-Sent Events is planned)")
+              "use the streaming endpoints: /subscribe/<channel>, /psubscribe/<pattern>, "
+              "/ssubscribe/<channel> or /monitor (Server-Sent Events), or the WebSocket /ws")
 _CONNECTION_STATE = "it changes the state of a connection the gateway shares between requests"
 _NO_SUBSCRIPTION = "there is no subscription on a request/response endpoint; close the stream"
 _REPLICATION = "it is the replication protocol"

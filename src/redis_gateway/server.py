@@ -6,7 +6,8 @@ dicts and two writes per response), more than the gateway's own work on a GET. T
 server keeps one task per connection that runs the app for each request in turn, and
 sends each response in one write. It speaks what the gateway needs: HTTP/1.0 and 1.1,
 keep-alive, pipelined requests (answered in order), chunked request bodies,
-``Expect: 100-continue``; no WebSocket (use uvicorn for that).
+``Expect: 100-continue``, streaming responses (``http_streaming.py``) and WebSocket on the
+gateway's ``/ws`` (handed to ``websocket.py``).
 
 It hands the gateway a whole ``Request`` and writes its ``Response``: the same objects
 the ASGI adapter (``app.Gateway.__call__``) makes, so the front doors cannot tell the two
@@ -34,6 +35,7 @@ import httptools
 from . import lifecycle
 from .errors import GatewayError
 from .http import JSON_TYPE, Request, Response, json_body, too_large, too_slow
+from .http_streaming import StreamingResponse, close_stream, write_chunked
 from .lifecycle import Handler
 from .settings import LimitSettings
 
@@ -71,8 +73,6 @@ class ServerState:
     # own allowance (limits.max_header_bytes): bounded by max_pending_request_bytes.
     pending_bytes: int = 0
     stopping: bool = False
-    # Open streams, told to end when the server drains (lifecycle.py).
-    drainables: set[lifecycle.Drainable] = field(default_factory=set)
     # Set once stopping and the last connection is gone.
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -152,6 +152,8 @@ class HttpConnection(asyncio.Protocol):
         self._lost = False
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._streaming = False  # a streaming response is being written
+        self._upgraded = False  # handed to the WebSocket protocol
 
     # asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -184,6 +186,8 @@ class HttpConnection(asyncio.Protocol):
         self._unparsed = b""
         self._settle(0)
         self._wake()
+        if self._streaming and self._task is not None:
+            self._task.cancel()  # the stream waits for its next event: end it now
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -284,8 +288,11 @@ class HttpConnection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # Raised after on_message_complete queued the upgrade request: not run.
-            self._queued_bytes -= self._queue.pop().held
-            self._refuse_now(400, "upgrades (WebSocket) are not served here")
+            request = self._queue.pop()
+            self._queued_bytes -= request.held
+            if self._queue or self._running or not self._upgrade(request):
+                self._refuse_now(400, "upgrades are served only for WebSocket on /ws and "
+                                      "/graphql, as a connection's first request")
             return False
         except httptools.HttpParserError as exc:
             if not self._closing:  # else a callback refused the request
@@ -372,6 +379,32 @@ class HttpConnection(asyncio.Protocol):
             self._transport.pause_reading()
             self._paused_at = self._loop.time()
 
+    def _upgrade(self, request: RequestState) -> bool:
+        """Hand the connection to the WebSocket protocol (``websocket.py``), if the app
+        serves WebSocket at this path."""
+        path = request.url.partition(b"?")[0]
+        paths = (getattr(self._state.app, "websocket_path", None),
+                 getattr(self._state.app, "graphql_websocket_path", None))
+        if _decode_path(path) not in paths or not any(
+                k == b"upgrade" and v.lower() == b"websocket" for k, v in request.headers):
+            return False
+        from .websocket import WebSocketConnection
+
+        head = b"%b %b HTTP/1.1\r\n%b\r\n" % (request.method, request.url, b"".join(
+            k + b": " + v + b"\r\n" for k, v in request.headers))
+        self._upgraded = self._closing = True
+        self._settle(0)
+        protocol = WebSocketConnection(self._state.app,  # type: ignore[arg-type]
+                                       lambda: self._state.connections.discard(self))
+        if self._task is not None:
+            self._task.cancel()  # it waits for requests this connection will never have
+        self._transport.set_protocol(protocol)
+        protocol.take_over(self._transport, head)
+        if not self._reading:
+            self._reading = True
+            self._transport.resume_reading()
+        return True
+
     # refusing --------------------------------------------------------------------------
     def _refuse(self, status: int, message: str,
                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -411,7 +444,7 @@ class HttpConnection(asyncio.Protocol):
     def expire(self, now: float) -> None:
         """Enforce the deadlines; ``serve`` calls it about once a second."""
         transport = self._transport
-        if transport.is_closing():
+        if transport.is_closing() or self._upgraded:
             return
         if self._write_paused or (self._finished and transport.get_write_buffer_size()):
             # The client is not reading: it must take some of it every write_timeout.
@@ -505,6 +538,11 @@ class HttpConnection(asyncio.Protocol):
         finally:
             self.app_in_use = None
         if self._transport.is_closing():
+            if type(response) is StreamingResponse:
+                await close_stream(response.stream)
+            return
+        if type(response) is StreamingResponse:
+            await self._stream(response, incoming)
             return
         # Draining: the requests already received are answered; the last says so.
         last = not incoming.keep_alive or (self._state.stopping and not self._queue)
@@ -513,6 +551,34 @@ class HttpConnection(asyncio.Protocol):
                      incoming.version)
         # HEAD: the length of the body a GET would have had, and no body.
         self._transport.write(head if method == "HEAD" else head + response.body)
+
+    async def _stream(self, response: StreamingResponse, incoming: RequestState) -> None:
+        """A body written as it is produced; the connection closes after it."""
+        chunked = incoming.version == "1.1"
+        incoming.keep_alive = False
+        headers = [*response.headers, _CLOSE]
+        if chunked:
+            headers.append((b"transfer-encoding", b"chunked"))
+        lines = [b"HTTP/%s %d %s" % (incoming.version.encode(), response.status,
+                                     _PHRASES.get(response.status, b""))]
+        lines += [name + b": " + value for name, value in headers]
+        self._transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self._streaming = True
+        try:
+            await write_chunked(self._transport.write, self._writable, response.stream,
+                                chunked)
+        finally:
+            self._streaming = False
+
+    async def _writable(self) -> bool:
+        """Wait while the client does not read; False once the connection is gone."""
+        while self._write_paused and not self._lost:
+            self._wakeup = self._loop.create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        return not self._lost and not self._transport.is_closing()
 
 
 def error_response(status: int, message: str,

@@ -134,6 +134,26 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    """Streams (SSE, WebSocket): pub/sub, MONITOR and Redis Streams (``streams/``)."""
+
+    # Open streams in this process, and per token (a WebSocket with subscriptions counts
+    # once per SUBSCRIBE it holds open).
+    max_streams: int = 10_000
+    max_streams_per_token: int = 100
+    # Bytes of messages one stream may hold while its client is not reading; past it the
+    # client is a slow consumer: its stream ends with a final error event.
+    buffer_bytes: int = 1024 * 1024
+    # Seconds between keep-alive comments on an idle SSE stream.
+    keepalive_seconds: float = 15.0
+    # Seconds between checks that each open stream's token is still valid (expiry,
+    # revocation): a revoked token's streams end within about this long.
+    recheck_seconds: float = 2.0
+    # Largest WebSocket message a client may send.
+    max_ws_message_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
 class GraphQLSettings:
     introspection: bool = True
     # Per operation, fragments expanded.
@@ -154,6 +174,11 @@ class GraphQLSettings:
     # document's tree takes up to ~100x its text); one over 1/16 of it is not kept.
     document_cache_entries: int = 512
     document_cache_bytes: int = 256 * 1024
+    # Operations one WebSocket connection runs at once (AppSync's default quota too).
+    max_subscriptions: int = 100
+    # Lets an admin token's subscription turn on notify-keyspace-events (enable: true);
+    # never on by itself.
+    keyspace_events_enable: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,6 +247,7 @@ class Settings:
     token_cache_seconds: float = 5.0
     limits: LimitSettings = field(default_factory=LimitSettings)
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
     aws: AwsSettings = field(default_factory=AwsSettings)
     # Secrets Manager secret with the default backend's password (Lambda): a JSON
     # {"username", "token"|"password"} or a plain string; read once at start.
@@ -313,7 +339,7 @@ def _finish(settings: Settings) -> Settings:
         raise SettingsError("drain_timeout: must not be negative")
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port: {settings.port} is not between 1 and 65535")
-    for section in ("limits", "graphql"):
+    for section in ("limits", "graphql", "streams"):
         values = getattr(settings, section)
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)

@@ -152,14 +152,72 @@ describe("local commands", () => {
     assert.deepEqual(session.completions("pfc"), ["PFCOUNT"]);
   });
 
-  test("SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and MONITOR say streaming is not available", async () => {
+  test("SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and MONITOR say so over a transport that cannot stream", async () => {
     const link = fakeTransport();
+    link.name = "the GraphQL endpoint";
     const page = await run(new Session({ transport: link }), "subscribe news", "PSUBSCRIBE n*",
                            "ssubscribe s", "monitor");
     for (const name of ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"]) {
-      assert.match(page.printed, new RegExp(`^${name} streams its replies, .* not available here\\.$`, "m"));
+      assert.match(page.printed, new RegExp(`^${name} streams its replies, and the GraphQL endpoint cannot stream them: this is not available here\\.$`, "m"));
     }
     assert.deepEqual(link.sent, []);
+  });
+
+  /** A transport whose stream() pushes the given replies, then waits for the abort. */
+  function streamingTransport(replies) {
+    const link = fakeTransport();
+    link.streams = [];
+    link.stream = async (args, protocol, onReply, signal) => {
+      link.streams.push({ args: text(args), protocol });
+      for (const reply of replies) onReply(reply);
+      if (!signal.aborted) {
+        await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+      }
+      link.aborted = true;
+    };
+    return link;
+  }
+
+  test("SUBSCRIBE prints the banner and every message as redis-cli does, until Ctrl-C", async () => {
+    const link = streamingTransport([arr(bulk("subscribe"), bulk("news"), int(1)),
+                                     arr(bulk("message"), bulk("news"), bulk("hello world"))]);
+    const session = new Session({ transport: link });
+    const page = { printed: "" };
+    const out = { write: (t) => { page.printed += t; }, remember() {} };
+    const running = session.execute("SUBSCRIBE news", out);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(page.printed, "Reading messages... (press Ctrl-C to quit)\n" +
+                 '1) "subscribe"\n2) "news"\n3) (integer) 1\n' +
+                 '1) "message"\n2) "news"\n3) "hello world"\n');
+    session.cancel(); // Ctrl-C
+    await running;
+    assert.equal(link.aborted, true);
+    assert.deepEqual(link.streams, [{ args: ["SUBSCRIBE", "news"], protocol: 2 }]);
+    // The console is usable again.
+    assert.equal((await run(session, "PING")).printed, "OK\n");
+  });
+
+  test("MONITOR has no banner; an error reply ends the stream as in redis-cli", async () => {
+    const link = streamingTransport([status("OK"), status('1.5 [0 127.0.0.1:5] "GET" "k"')]);
+    const session = new Session({ transport: link });
+    const out = { printed: "", write(t) { this.printed += t; }, remember() {} };
+    const running = session.execute("monitor", out);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(out.printed, 'OK\n1.5 [0 127.0.0.1:5] "GET" "k"\n');
+    session.cancel();
+    await running;
+    const refused = streamingTransport([error("NOPERM this user has no permissions to access " +
+                                              "the 'x' channel")]);
+    const page = await run(new Session({ transport: refused }), "subscribe x");
+    assert.equal(page.printed, "Reading messages... (press Ctrl-C to quit)\n(error) NOPERM " +
+                 "this user has no permissions to access the 'x' channel\n");
+  });
+
+  test("SUBSCRIBE inside MULTI is queued, as Redis does", async () => {
+    const link = streamingTransport([]);
+    const page = await run(new Session({ transport: link }), "MULTI", "SUBSCRIBE a");
+    assert.equal(page.printed, "OK\nQUEUED\n");
+    assert.deepEqual(link.streams, []);
   });
 });
 

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import json
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httptools
@@ -19,6 +19,7 @@ import pytest
 
 from redis_gateway.errors import LimitExceeded, RequestTimeout
 from redis_gateway.http import JSON_TYPE, Request, Response, json_body, read_body
+from redis_gateway.http_streaming import StreamingResponse
 from redis_gateway.server import (
     HEADER_COST,
     PARSE_STEP,
@@ -595,3 +596,66 @@ def test_the_open_file_limit_is_raised_to_fit_the_connection_cap(
     server._allow_open_files(1000)
     assert calls == ([] if raised is None else [(raised, hard)])
     assert ("limits.max_connections is 1000" in caplog.text) == warned
+
+
+# streaming responses (http_streaming.py) -----------------------------------------------------
+class StreamApp(EchoApp):
+    """Answers with a stream of the chunks put in ``feed``; records when the stream closes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feed: asyncio.Queue[bytes] = asyncio.Queue()
+        self.closed = False
+
+    async def handle(self, request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    chunk = await self.feed.get()
+                    if not chunk:
+                        return
+                    yield chunk
+            finally:
+                self.closed = True
+
+        return StreamingResponse(200, [(b"content-type", b"text/event-stream")], chunks())
+
+
+@pytest.fixture
+def stream_app() -> StreamApp:
+    return StreamApp()
+
+
+async def test_stream_is_chunked_and_ends(stream_app: StreamApp) -> None:
+    conn = HttpConnection(ServerState(stream_app, LimitSettings()))
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.data_received(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n")
+    await until(lambda: b"\r\n\r\n" in transport.sent)
+    assert b"transfer-encoding: chunked" in transport.sent
+    assert b"content-length" not in transport.sent
+    stream_app.feed.put_nowait(b"data: 1\n\n")
+    await until(lambda: transport.sent.endswith(b"9\r\ndata: 1\n\n\r\n"))
+    stream_app.feed.put_nowait(b"")
+    await until(lambda: transport.closed)
+    assert transport.sent.endswith(b"0\r\n\r\n") and stream_app.closed
+    (parsed,) = responses(bytes(transport.sent))
+    assert parsed.body == b"data: 1\n\n"
+
+
+async def test_stream_waits_for_a_slow_client_and_closes_when_it_goes(
+        stream_app: StreamApp) -> None:
+    conn = HttpConnection(ServerState(stream_app, LimitSettings()))
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.data_received(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n")
+    await until(lambda: b"\r\n\r\n" in transport.sent)
+    conn.pause_writing()  # the client stopped reading
+    stream_app.feed.put_nowait(b"held")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert b"held" not in transport.sent  # taken from the stream, not written yet
+    conn.resume_writing()
+    await until(lambda: b"held" in transport.sent)
+    conn.connection_lost(None)  # the client went away while the stream waits
+    await until(lambda: stream_app.closed)

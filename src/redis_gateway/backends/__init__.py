@@ -49,6 +49,10 @@ class Backend(Protocol):
 
     async def ping(self) -> bool: ...
 
+    async def pubsub_node(self, shard_channel: bytes | None = None) -> Node:
+        """Where a subscriber connects: the node that owns ``shard_channel``'s slot (for
+        SSUBSCRIBE), or with None the one node that carries plain pub/sub and MONITOR."""
+
     def nodes(self) -> list[Node]:
         """The servers known now (a topology learns them as it goes)."""
 

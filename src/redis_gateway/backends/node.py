@@ -148,6 +148,17 @@ class Node:
         return self.group(user).run_reserved(commands, timeout=timeout, reusable=reusable,
                                              exact=exact)
 
+    async def pubsub_node(self, shard_channel: bytes | None = None) -> Node:
+        return self
+
+    def push_address(self, user: RedisUser | None) -> tuple[Address, TlsFiles]:
+        """Where and how a connection of its own (a subscriber's) reaches this node as
+        ``user`` (None: as the gateway)."""
+        if user is None:
+            return self.address, self._tls
+        return dataclasses.replace(self.address, username=user.username,
+                                   password=user.password), self._tls
+
     async def command_table(self) -> CommandTable:
         if self._table is None:
             self._table = CommandTable.from_command_info(await command_listing(self))

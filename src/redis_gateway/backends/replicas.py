@@ -73,6 +73,9 @@ class ReplicaBackend:
     def _primary_trouble(self) -> None:
         """The primary failed or refused; a Sentinel backend asks where it is now."""
 
+    async def pubsub_node(self, shard_channel: bytes | None = None) -> Node:
+        return await self._current_primary()
+
     async def _on_primary(self, commands: Sequence[Argv], dispatch: Dispatch) -> list[Any]:
         primary = await self._current_primary()
         try:

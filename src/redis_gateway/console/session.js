@@ -16,8 +16,9 @@
 
   const { ConnectionError } = transportModule;
 
-  // Commands that stream replies: the console has no streaming transport yet.
+  // Commands that stream replies until Ctrl-C: sent through transport.stream().
   const STREAMING = new Set(["subscribe", "psubscribe", "ssubscribe", "monitor"]);
+  const PUBSUB_BANNER = "Reading messages... (press Ctrl-C to quit)\n";
 
   const arityError = (name) => ({ type: "error",
                                   value: `ERR wrong number of arguments for '${name}' command` });
@@ -35,6 +36,7 @@
       this.entries = []; // the help table, once COMMAND DOCS has answered
       this.docsProblem = null;
       this.cancelled = false;
+      this.streaming = null; // the AbortController of a running SUBSCRIBE or MONITOR
     }
 
     get prompt() {
@@ -92,9 +94,11 @@
       return help.completions(this.entries, line);
     }
 
-    /** Stops a running repeat ("1000 PING") after the reply being waited for. */
+    /** Stops a running repeat ("1000 PING") after the reply being waited for, or a
+     * SUBSCRIBE / MONITOR at once. */
     cancel() {
       this.cancelled = true;
+      if (this.streaming) this.streaming.abort();
     }
 
     async execute(line, out) {
@@ -122,13 +126,12 @@
 
     async send(args, repeat, out) {
       const name = cli.lowerName(args[0]);
-      if (STREAMING.has(name)) {
-        out.write(`${name.toUpperCase()} streams its replies, and the console cannot show ` +
-                  "streams yet: this is not available here.\n");
-        return;
-      }
       if (!this.transport) {
         out.write("Not connected: fill in the connection settings first.\n");
+        return;
+      }
+      if (STREAMING.has(name) && !this.queue) {
+        await this.stream(name, args, out);
         return;
       }
       const started = this.now();
@@ -146,6 +149,36 @@
         out.write(cli.formatReply(reply, args)); // each reply as it arrives
       }
       out.write(cli.formatElapsed(this.now() - started));
+    }
+
+    /**
+     * SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE, MONITOR as redis-cli runs them: the banner for
+     * pub/sub, then every reply as it arrives (the confirmations, then the messages),
+     * until Ctrl-C (cancel()) or an error reply, which redis-cli prints and stops at.
+     */
+    async stream(name, args, out) {
+      if (typeof this.transport.stream !== "function") {
+        out.write(`${name.toUpperCase()} streams its replies, and ${this.transport.name} ` +
+                  "cannot stream them: this is not available here.\n");
+        return;
+      }
+      if (name !== "monitor") out.write(PUBSUB_BANNER);
+      const controller = new AbortController();
+      this.streaming = controller;
+      try {
+        await this.transport.stream(args, this.protocol, (reply) => {
+          if (controller.signal.aborted) return;
+          this.connected = true;
+          out.write(cli.formatReply(reply, args));
+          if (reply.type === "error") controller.abort();
+        }, controller.signal);
+      } catch (err) {
+        if (!(err instanceof ConnectionError)) throw err;
+        this.connected = false;
+        out.write(this.unreachable(err) + "\n");
+      } finally {
+        this.streaming = null;
+      }
     }
 
     /** One command: MULTI/EXEC/DISCARD and queueing are the console's own. */
@@ -194,7 +227,7 @@
     }
   }
 
-  module.exports = { Session, STREAMING };
+  module.exports = { Session, STREAMING, PUBSUB_BANNER };
   if (namespace) namespace.session = module.exports;
 })(typeof module === "object" && module ? module : {},
    typeof module === "object" && module ? null : (globalThis.RedisConsole ||= {}),

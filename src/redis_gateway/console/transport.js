@@ -7,11 +7,14 @@
  *   command(args, protocol)          one command (args: Uint8Array[]), RESP 2 or 3
  *   transaction(commands, protocol)  MULTI … EXEC of the commands: the EXEC reply
  *   docs()                           the COMMAND DOCS reply (for help.entriesFromDocs)
+ *   stream(args, protocol, onReply, signal)   (the gateway only) SUBSCRIBE, PSUBSCRIBE,
+ *                                    SSUBSCRIBE or MONITOR: each reply to onReply as it comes,
+ *                                    until signal aborts or the gateway ends the stream
  * A network failure throws ConnectionError.
  *
  * A classic script for the same reason as redis-cli.js (see there): `RedisConsole.transport`.
  */
-(function (module, namespace) {
+(function (module, namespace, sse) {
   "use strict";
 
   /** The gateway (or the network) could not be reached at all. */
@@ -139,6 +142,53 @@
       return this.command([new TextEncoder().encode("COMMAND"),
                            new TextEncoder().encode("DOCS")], 3);
     }
+
+    /**
+     * A streaming command over the gateway's Server-Sent Events endpoints (/subscribe/<ch>…,
+     * /psubscribe, /ssubscribe, /monitor), read with fetch as bytes, each event turned back
+     * into the reply redis-cli would have printed (sse.js).
+     */
+    async stream(args, protocol, onReply, signal) {
+      const name = new TextDecoder().decode(args[0]).toLowerCase();
+      const names = args.slice(1);
+      if ((name === "monitor") !== (names.length === 0)) {
+        onReply(error(`ERR wrong number of arguments for '${name}' command`));
+        return;
+      }
+      const url = `${this.base}/${name}${names.map((n) => "/" + pathSegment(n)).join("")}`;
+      let response;
+      try {
+        response = await this.fetch(url, {
+          method: "POST", signal, body: "[]",
+          headers: { "Authorization": `Bearer ${this.token}`, "Accept": "text/event-stream",
+                     "Content-Type": "application/json" } });
+      } catch (err) {
+        if (signal.aborted) return;
+        throw new ConnectionError(err && err.message ? err.message : String(err));
+      }
+      if (!response.ok || !(response.headers.get("content-type") || "")
+        .startsWith("text/event-stream")) {
+        const text = await response.text();
+        let message = `unexpected answer from ${url}: HTTP ${response.status}`;
+        try { message = JSON.parse(text).error || message; } catch { /* as above */ }
+        onReply(error(message, response.status));
+        return;
+      }
+      const events = sse.eventReader(name, names);
+      const reader = response.body.getReader();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          for (const reply of events.feed(value)) onReply(reply);
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        throw new ConnectionError(err && err.message ? err.message : String(err));
+      } finally {
+        reader.releaseLock();
+      }
+    }
   }
 
   /**
@@ -260,4 +310,5 @@
                      binaryRequest, jsonToTyped, stringsToTyped, utf8Texts };
   if (namespace) namespace.transport = module.exports;
 })(typeof module === "object" && module ? module : {},
-   typeof module === "object" && module ? null : (globalThis.RedisConsole ||= {}));
+   typeof module === "object" && module ? null : (globalThis.RedisConsole ||= {}),
+   typeof require === "function" ? require("./sse.js") : globalThis.RedisConsole.sse);

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from graphql import (
+    DocumentNode,
     ExecutionResult,
     GraphQLError,
+    GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     execute,
@@ -30,20 +31,26 @@ from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from ..admission import Admission
 from ..auth import Principal, TokenStore
-from ..errors import GatewayError, TooManyRequests, Unauthorized
+from ..errors import TooManyRequests, Unauthorized
 from ..executor import Executor
-from ..http import JSON_TYPE, Request, Response, json_body
+from ..http import JSON_TYPE, Request, Response, bearer_token, json_body
 from ..settings import Settings
 from .batch import Batch
 from .documents import DocumentChecker
 from .limits import variable_values_error
+from .operations import SharedResults, result_json
 from .resolvers import Context
 from .schema import executable_schema
+from .sse import event_stream, wants_events
+from .subscriptions import Live
 
 log = logging.getLogger("redis_gateway.graphql")
 
 _MALFORMED = "MalformedHttpRequestException"
 _NOT_AUTHORIZED = "You are not authorized to make this call."
+_SUBSCRIPTION_TRANSPORTS = (
+    "Subscriptions stream: open a WebSocket on /graphql with the graphql-transport-ws "
+    "subprotocol, or POST with 'Accept: text/event-stream' (graphql-sse).")
 
 
 def _failure(status: int, error_type: str, message: str,
@@ -81,9 +88,14 @@ class GraphQLEndpoint:
         if not settings.graphql.introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
         self._documents = DocumentChecker(self._schema, rules, settings.graphql)
+        # Set by the app when a streaming hub exists (the built-in server, uvicorn).
+        self.live: Live | None = None
+        self.shared = SharedResults()
 
     async def handle(self, request: Request) -> Response:
         token = graphql_token(request)
+        if token is None and request.method == "GET" and wants_events(request):
+            token = bearer_token(request)  # ?_token=: EventSource cannot send headers
         if token is None:
             return _failure(401, "UnauthorizedException", _NOT_AUTHORIZED, {
                 "reason": "missing token: send 'x-api-key: <token>' or "
@@ -113,6 +125,10 @@ class GraphQLEndpoint:
             return _failure(400, _MALFORMED, "variables must be a JSON object.")
         try:
             async with self._admission.request(principal.name, principal.share) as admitted:
+                if wants_events(request):
+                    # graphql-sse: opening it is admitted like a request (the token's share
+                    # and rate); what it streams is bounded by the streams limits.
+                    return self._events(token, principal, envelope, request.method == "POST")
                 response = await self._run(principal, envelope["query"], variables,
                                            envelope.get("operationName"), request.method)
                 admitted.reply_bytes = len(response.body)
@@ -122,13 +138,46 @@ class GraphQLEndpoint:
             response.headers.append((b"retry-after", b"%d" % math.ceil(exc.retry_after)))
             return response
 
-    async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
-                   operation_name: Any, method: str) -> Response:
+    def _events(self, token: str, principal: Principal, envelope: dict[str, Any],
+                writes: bool) -> Response:
+        if self.live is None or self.live.hub_of is None:
+            return _failure(400, _MALFORMED, "GraphQL over SSE streams its answer, which AWS "
+                                             "Lambda cannot: run the gateway as a server")
+        return event_stream(self, principal, lambda: self.authenticate(token), envelope,
+                            self._settings.streams.keepalive_seconds, result_json,
+                            writes=writes)
+
+    @property
+    def schema(self) -> GraphQLSchema:
+        return self._schema
+
+    async def authenticate(self, token: str) -> Principal:
+        return await self._tokens.authenticate(token)
+
+    def admitted(self, principal: Principal) -> Any:
+        return self._admission.request(principal.name, principal.share)
+
+    async def check(self, query: str, variables: dict[str, Any] | None
+                    ) -> tuple[DocumentNode | None, list[GraphQLError]]:
+        """The operation's document, or why it is refused: the same limits on every
+        transport (size, tokens, depth, aliases, fields, variables)."""
         document, errors = await self._documents.check(query)
         if not errors:
             too_many = variable_values_error(variables,
                                              self._settings.graphql.max_variable_values)
             errors = [too_many] if too_many else []
+        return (None, list(errors)) if errors else (document, [])
+
+    def context(self, principal: Principal) -> Context:
+        limits = self._settings.limits
+        return Context(principal, self._executor,
+                       Batch(self._executor, principal, limits.max_commands),
+                       limits.max_reply_bytes, self._settings.graphql.max_list_items,
+                       self.live)
+
+    async def _run(self, principal: Principal, query: str, variables: dict[str, Any] | None,
+                   operation_name: Any, method: str) -> Response:
+        document, errors = await self.check(query, variables)
         if errors:
             return _result(ExecutionResult(None, errors))
         assert document is not None
@@ -137,10 +186,10 @@ class GraphQLEndpoint:
             for d in document.definitions
         ):
             return _failure(405, _MALFORMED, "Only queries may be sent with GET; use POST.")
-        limits = self._settings.limits
-        context = Context(principal, self._executor,
-                          Batch(self._executor, principal, limits.max_commands),
-                          limits.max_reply_bytes, self._settings.graphql.max_list_items)
+        if any(isinstance(d, OperationDefinitionNode)
+               and d.operation == OperationType.SUBSCRIPTION for d in document.definitions):
+            return _failure(400, _MALFORMED, _SUBSCRIPTION_TRANSPORTS)
+        context = self.context(principal)
         result = execute(self._schema, document, context_value=context,
                          variable_values=variables,
                          operation_name=operation_name if isinstance(operation_name, str)
@@ -162,30 +211,4 @@ def _envelope(body: bytes, content_type: bytes) -> Any:
 
 
 def _result(result: ExecutionResult) -> Response:
-    body: dict[str, Any] = {"data": result.data}
-    if result.errors:
-        body["errors"] = [_error(e) for e in result.errors]
-    return Response(200, json_body(body), [JSON_TYPE])
-
-
-def _error(error: GraphQLError) -> dict[str, Any]:
-    original = error.original_error
-    if isinstance(original, GatewayError):
-        error_type, message = original.kind, original.message
-    elif original is not None and not isinstance(original, GraphQLError):
-        incident = uuid.uuid4().hex[:12]
-        log.error("resolver failed, incident %s", incident, exc_info=original)
-        error_type = "InternalError"
-        message = f"internal gateway error (incident {incident}; see the gateway log)"
-    else:
-        error_type = "ValidationError" if error.path is None else "GraphQLError"
-        message = error.message
-    return {
-        "message": message,
-        "path": error.path,
-        "locations": [{"line": loc.line, "column": loc.column, "sourceName": None}
-                      for loc in error.locations or []] or None,
-        "errorType": error_type,
-        "errorInfo": None,
-        "data": None,
-    }
+    return Response(200, json_body(result_json(result)), [JSON_TYPE])

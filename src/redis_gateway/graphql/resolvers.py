@@ -11,7 +11,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..auth import Principal
 from ..codec import Encoder
@@ -22,6 +22,12 @@ from .batch import Batch
 from .counting import holds_more_than
 
 
+class LiveFeeds(Protocol):
+    """What resolvers tell the streaming side (``subscriptions.Live``)."""
+
+    def put_redis_done(self, principal: Principal, result: str) -> None: ...
+
+
 @dataclass
 class Context:
     principal: Principal
@@ -30,6 +36,10 @@ class Context:
     max_reply_bytes: int
     # None where graphql-core does not complete the lists (AppSync's Lambda resolvers).
     max_list_items: int | None = None
+    # Subscriptions and onPutRedis; None where nothing streams (AppSync's Lambda resolvers).
+    live: LiveFeeds | None = None
+    # Checks the token again (streams end when it expires or is revoked): its principal.
+    recheck: Callable[[], Awaitable[Principal]] | None = None
 
     async def read(self, *argv: bytes | str | int | float) -> Any:
         return await self.batch.run(_argv(argv), read_only=True)
@@ -159,7 +169,10 @@ async def putRedis(ctx: Context, args: dict[str, Any]) -> str:
     ctx.batch.charge(len(commands))
     replies = await ctx.executor.transaction(ctx.principal, commands)
     encoder = Encoder(False, ctx.max_reply_bytes)
-    return json.dumps([encoder.value(r) for r in replies])
+    result = json.dumps([encoder.value(r) for r in replies])
+    if ctx.live is not None:
+        ctx.live.put_redis_done(ctx.principal, result)
+    return result
 
 
 # Generic commands -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -20,6 +21,7 @@ from graphql.language import ValueNode
 from graphql.utilities import value_from_ast_untyped
 
 from .resolvers import RESOLVERS, Context, Resolver
+from .subscriptions import SUBSCRIPTIONS, Source
 
 
 def schema_text() -> str:
@@ -36,8 +38,15 @@ def executable_schema() -> GraphQLSchema:
         owner = schema.type_map[type_name]
         assert isinstance(owner, GraphQLObjectType)
         owner.fields[field_name].resolve = _adapt(fn)
+    subscription = schema.subscription_type
+    for field_name, (source, shape) in SUBSCRIPTIONS.items():
+        assert subscription is not None
+        subscription.fields[field_name].subscribe = _adapt_source(source)
+        subscription.fields[field_name].resolve = _adapt_event(shape)
     missing = [f"{t.name}.{f}" for t in (schema.query_type, schema.mutation_type) if t
                for f in t.fields if (t.name, f) not in RESOLVERS]
+    missing += [f"Subscription.{f}" for f in subscription.fields if f not in SUBSCRIPTIONS
+                ] if subscription else []
     if missing:  # a field in the schema file without code would answer null forever
         raise RuntimeError(f"schema fields without a resolver: {', '.join(missing)}")
     return schema
@@ -46,6 +55,20 @@ def executable_schema() -> GraphQLSchema:
 def _adapt(fn: Resolver) -> Any:
     async def resolve(_root: Any, info: GraphQLResolveInfo[Context], **args: Any) -> Any:
         return await fn(info.context, args)
+
+    return resolve
+
+
+def _adapt_source(fn: Source) -> Any:
+    async def subscribe(_root: Any, info: GraphQLResolveInfo[Context], **args: Any) -> Any:
+        return await fn(info.context, args)
+
+    return subscribe
+
+
+def _adapt_event(fn: Callable[[Any, dict[str, Any]], Any]) -> Any:
+    def resolve(event: Any, _info: GraphQLResolveInfo[Context], **args: Any) -> Any:
+        return fn(event, args)
 
     return resolve
 

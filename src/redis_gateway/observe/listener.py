@@ -38,6 +38,9 @@ class MetricsApp:
     async def close(self) -> None:
         pass
 
+    async def drain(self) -> None:
+        pass
+
 
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")

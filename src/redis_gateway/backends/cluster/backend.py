@@ -22,7 +22,7 @@ from ...redis_types import Argv
 from ...resp import ReplyError
 from ...settings import BackendSettings, LimitSettings
 from ..node import Node, command_listing, on_reserved, on_shared
-from ..slots import SlotFinder
+from ..slots import SlotFinder, key_slot
 from .router import UNAVAILABLE, Router
 from .slotmap import SlotMap
 from .tips import command_tips
@@ -129,6 +129,19 @@ class ClusterBackend:
 
     def nodes(self) -> list[Node]:
         return list(self._map.nodes)
+
+    async def pubsub_node(self, shard_channel: bytes | None = None) -> Node:
+        """A shard channel's primary; plain pub/sub and MONITOR on the first primary
+        (a Cluster forwards PUBLISH to every node, so any one hears every channel)."""
+        await self._map.ready()
+        if shard_channel is None:
+            shard = self._map.shards[0] if self._map.shards else None
+        else:
+            shard = self._map.by_slot[key_slot(shard_channel)]
+        if shard is None:
+            raise RedisUnavailable(self._map.failure or "no Redis Cluster node serves "
+                                   "that channel's slot")
+        return shard.primary
 
     async def ping(self) -> bool:
         """Ready when every primary answers: each serves a part of the keys."""

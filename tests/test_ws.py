@@ -1,0 +1,129 @@
+"""The WebSocket endpoint /ws (streams/ws.py) with a real client library (``websockets``),
+on the built-in server (wsproto) and on uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import websockets
+
+from support import GatewayProcess, RedisServer, redis_command
+
+RULES = {"admin": "admin", "rw": "read-write", "ro": "read-only", "app": "read-write "
+         "resetkeys ~app:* resetchannels &app:*"}
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module", params=["builtin", "uvicorn"])
+def gateway(request: pytest.FixtureRequest, redis: RedisServer) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(redis.url, rules=RULES, config_extra=(
+        f'server = "{request.param}"\n[streams]\nmax_ws_message_bytes = 4096\n')).start()
+    yield gw
+    gw.stop()
+
+
+def ws_url(gw: GatewayProcess) -> str:
+    return gw.url.replace("http://", "ws://") + "/ws"
+
+
+async def call(ws: Any, message: object) -> Any:
+    await ws.send(json.dumps(message))
+    return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+
+async def test_commands_and_pushes(gateway: GatewayProcess, redis: RedisServer) -> None:
+    async with websockets.connect(ws_url(gateway)) as ws:
+        assert await call(ws, {"token": gateway.tokens["rw"]}) == {"result": "OK"}
+        assert await call(ws, ["SET", "ws:k", "v"]) == {"result": "OK"}
+        assert await call(ws, {"id": 7, "command": ["GET", "ws:k"]}) == {"result": "v", "id": 7}
+        assert (await call(ws, ["INCR", "ws:k"]))["error"].startswith("ERR value is not")
+        assert await call(ws, ["SUBSCRIBE", "ws:a", "ws:b"]) == {"push": ["subscribe", "ws:a", 1]}
+        assert json.loads(await ws.recv()) == {"push": ["subscribe", "ws:b", 2]}
+        assert redis_command(redis.port, "PUBLISH", "ws:a", "hello") == 1
+        assert json.loads(await ws.recv()) == {"push": ["message", "ws:a", "hello"]}
+        # commands still work while subscribed, on the same socket
+        assert await call(ws, ["PUBLISH", "ws:b", "mine"]) in (
+            {"result": 1}, {"push": ["message", "ws:b", "mine"]})
+        assert await call(ws, ["UNSUBSCRIBE"]) in (
+            {"push": ["message", "ws:b", "mine"]}, {"push": ["unsubscribe", "ws:a", 1]})
+    await wait_numsub(redis, "ws:a")
+
+
+async def test_auth_by_subprotocol_and_base64(gateway: GatewayProcess,
+                                              redis: RedisServer) -> None:
+    async with websockets.connect(
+            ws_url(gateway), additional_headers={"Upstash-Encoding": "base64"},
+            subprotocols=["redis-gateway", f"token.{gateway.tokens['rw']}"]) as ws:  # type: ignore[list-item]
+        assert await call(ws, ["ECHO", "hi"]) == {"result": "aGk="}
+        assert await call(ws, ["PSUBSCRIBE", "b64.*"]) == {"push": ["psubscribe", "YjY0Lio=", 1]}
+        redis_command(redis.port, "PUBLISH", "b64.x", b"\xff")
+        assert json.loads(await ws.recv()) == {"push": ["pmessage", "YjY0Lio=", "YjY0Lng=",
+                                                        "/w=="]}
+
+
+async def test_rules_apply(gateway: GatewayProcess) -> None:
+    async with websockets.connect(ws_url(gateway) + f"?_token={gateway.tokens['app']}") as ws:
+        assert "'other' key" in (await call(ws, ["GET", "other"]))["error"]
+        assert "'other' channel" in (await call(ws, ["SUBSCRIBE", "other"]))["error"]
+        assert "'monitor' command" in (await call(ws, ["MONITOR"]))["error"]
+        assert (await call(ws, ["SUBSCRIBE", "app:1"]))["push"] == ["subscribe", "app:1", 1]
+
+
+async def test_bad_token_and_oversized_messages_close(gateway: GatewayProcess) -> None:
+    async with websockets.connect(ws_url(gateway)) as ws:
+        assert "invalid token" in (await call(ws, {"token": "nope"}))["error"]
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    async with websockets.connect(ws_url(gateway)) as ws:
+        assert await call(ws, {"token": gateway.tokens["rw"]}) == {"result": "OK"}
+        await ws.send(json.dumps(["SET", "k", "x" * 5000]))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_monitor(gateway: GatewayProcess, redis: RedisServer) -> None:
+    async with websockets.connect(ws_url(gateway)) as ws:
+        await call(ws, {"token": gateway.tokens["admin"]})
+        assert await call(ws, ["MONITOR"]) == {"result": "OK"}
+        redis_command(redis.port, "SET", "ws:monitored", "1")
+        while True:
+            push = json.loads(await asyncio.wait_for(ws.recv(), 5))["push"]
+            if "ws:monitored" in push[1]:
+                break
+        assert push[0] == "monitor"
+
+
+async def test_a_storm_of_websocket_clients(gateway: GatewayProcess, redis: RedisServer) -> None:
+    """200 clients subscribe, get a message, and drop (half without a close frame)."""
+    async def one(i: int) -> None:
+        ws = await websockets.connect(ws_url(gateway) + f"?_token={gateway.tokens['rw']}")
+        await call(ws, ["SUBSCRIBE", f"wstorm{i % 5}"])
+        if i % 2:
+            await ws.close()
+        else:
+            ws.transport.abort()
+
+    await asyncio.gather(*(one(i) for i in range(200)))
+    for i in range(5):
+        await wait_numsub(redis, f"wstorm{i}")
+
+
+async def wait_numsub(redis: RedisServer, channel: str) -> None:
+    for _ in range(250):
+        reply = redis_command(redis.port, "PUBSUB", "NUMSUB", channel)
+        if reply == [channel.encode(), 0]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{channel} is still subscribed")
