@@ -372,3 +372,51 @@ def test_workers_metrics_add_up_in_one_scrape(
     assert served() == 30
     gw.stop()
     assert gw.process.returncode == 0, gw.log
+
+
+def open_stream(port: int, path: str, token: str) -> socket.socket:
+    """An SSE stream, read until Redis confirmed the subscription."""
+    sock = connect(port)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n"
+                 "accept: text/event-stream\r\n\r\n".encode())
+    data = b""
+    while b"data: subscribe," not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the stream ended before it was confirmed: {data!r}"
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data
+    return sock
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_sigterm_tells_open_streams_to_reconnect(
+        redis: RedisServer, gateway_with: list[GatewayProcess]) -> None:
+    """A stream is not a request that finishes: the drain ends it with a last event telling
+    its client to reconnect, and the gateway stops long before drain_timeout (20 s)."""
+    gw = start(gateway_with, redis)
+    with open_stream(gw.port, "/subscribe/news", gw.tokens["rw"]) as sock:
+        assert gw.process
+        gw.process.send_signal(signal.SIGTERM)
+        rest = read_to_end(sock)
+    assert b"event: reconnect" in rest and b"reconnect,draining," in rest, rest
+    assert rest.endswith(b"0\r\n\r\n"), rest  # the chunked body ended properly
+    gw.process.wait(timeout=15)
+    assert gw.process.returncode == 0, gw.log
+
+
+def test_sighup_sends_open_streams_to_the_new_configuration(
+        redis: RedisServer, gateway_with: list[GatewayProcess]) -> None:
+    gw = start(gateway_with, redis)
+    with open_stream(gw.port, "/subscribe/news", gw.tokens["rw"]) as sock:
+        assert gw.process
+        gw.process.send_signal(signal.SIGHUP)
+        rest = read_to_end(sock)
+    assert b"reconnect,draining," in rest, rest
+    with open_stream(gw.port, "/subscribe/news", gw.tokens["rw"]):  # the new app streams
+        pass
