@@ -639,8 +639,6 @@ async def serve(app: Handler, host: str, port: int, limits: LimitSettings,
     except OSError as exc:
         await app.close()
         raise GatewayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    if on_listening is not None:
-        on_listening()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -652,6 +650,10 @@ async def serve(app: Handler, host: str, port: int, limits: LimitSettings,
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, hangup)
+    # Said only now: a supervisor may pass a SIGHUP on as soon as its workers listen, and
+    # before the handler above a SIGHUP would end the process.
+    if on_listening is not None:
+        on_listening()
 
     async def sweep() -> None:
         # One pass a second instead of a timer per request: deadlines are enforced up to

@@ -46,8 +46,11 @@ STOP_GRACE = 10.0
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> None:  # pragma: no cover - in the child
-    """In a child between fork and exec: be sent ``sig`` when the parent dies."""
+def prepare_worker(sig: int = signal.SIGTERM) -> None:  # pragma: no cover - in the child
+    """In a worker between fork and exec: be sent ``sig`` when the supervisor dies."""
+    # Until its server sets a handler, a SIGHUP (sent to the whole group, say) must not
+    # end it (the default); the supervisor passes its own on once the worker listens.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if sys.platform == "linux":
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").prctl(1, sig)  # PR_SET_PDEATHSIG
@@ -60,6 +63,9 @@ class Worker:
     ready_fd: int
     started: float
     listening: bool = False
+    # A SIGHUP came while it was starting: passed on once it listens (it may have read
+    # the configuration before the change).
+    reload_pending: bool = False
 
 
 @dataclass
@@ -125,7 +131,7 @@ class Supervisor:
         try:
             process = subprocess.Popen(
                 self.command(ready_w), pass_fds=(ready_w,), stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent, process_group=0)
+                preexec_fn=prepare_worker, process_group=0)
         finally:
             os.close(ready_w)
         worker = Worker(slot, process, ready_r, time.monotonic())
@@ -137,6 +143,10 @@ class Supervisor:
         data = os.read(worker.ready_fd, 64)
         if data:
             worker.listening = True
+            if worker.reload_pending:
+                worker.reload_pending = False
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGHUP)
             if not self._announced and len(self.workers) == self.count and \
                     all(w.listening for w in self.workers.values()):
                 self._announced = True
@@ -204,7 +214,12 @@ class Supervisor:
             self._stop()
         elif number == signal.SIGHUP:
             log.info("SIGHUP: every worker reloads its configuration")
-            self._send(signal.SIGHUP)
+            for worker in self.workers.values():
+                if worker.listening:
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.process.send_signal(signal.SIGHUP)
+                else:
+                    worker.reload_pending = True
 
     def _stop(self) -> None:
         if self._stopping_since is None:
