@@ -27,7 +27,9 @@ ROUNDS = 8
 def storm_gateway() -> Iterator[tuple[GatewayProcess, RedisServer]]:
     server = RedisServer().start()
     gw = GatewayProcess(server.url, rules={"rw": "read-write"},
-                        config_extra="[streams]\nmax_streams_per_token = 1000\n").start()
+                        # 300 clients open their streams at once: within the token's share
+                        config_extra="[limits]\ntoken_concurrency = 1000\n"
+                                     "[streams]\nmax_streams_per_token = 1000\n").start()
     yield gw, server
     gw.stop()
     server.close()
@@ -52,6 +54,8 @@ async def client(gw: GatewayProcess, channel: str, abrupt: bool,
     writer.write(f"GET /subscribe/{channel} HTTP/1.1\r\nHost: x\r\n"
                  f"Authorization: Bearer {gw.tokens['rw']}\r\n\r\n".encode())
     await writer.drain()
+    status = await reader.readline()
+    assert status.startswith(b"HTTP/1.1 200 "), status + await reader.read(1000)
     await reader.readuntil(b"data: subscribe")
     subscribed.set()
     await go.wait()
@@ -67,7 +71,12 @@ async def storm(gw: GatewayProcess, server: RedisServer) -> None:
     ready = [asyncio.Event() for _ in range(CLIENTS)]
     tasks = [asyncio.create_task(client(gw, f"storm{i % CHANNELS}", i % 2 == 0, ready[i], go))
              for i in range(CLIENTS)]
-    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 60)
+    waiting = asyncio.gather(*(e.wait() for e in ready))
+    done, _ = await asyncio.wait([waiting, *tasks], timeout=60,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        task.result()  # a client done this early failed: it says why
+    assert waiting.done(), "not every client was subscribed within 60 s"
     assert redis_command(server.port, "PUBSUB", "NUMSUB", "storm0") == [b"storm0", 1]
     go.set()
     for i in range(CHANNELS):

@@ -52,6 +52,7 @@ TOO_BIG = 1009
 SERVICE_RESTART = 1012
 _KINDS = {"subscribe": "channel", "psubscribe": "pattern", "ssubscribe": "shard"}
 _UNSUBSCRIBE = {"unsubscribe": "channel", "punsubscribe": "pattern", "sunsubscribe": "shard"}
+_UNVERB = {kind: verb for verb, kind in _UNSUBSCRIBE.items()}
 _ENCODINGS = {"base64": (True, None), "typed-resp2": (False, 2), "typed-resp3": (False, 3)}
 
 
@@ -220,8 +221,7 @@ class WsSession:
             sub = self._subs.pop((kind, name), None)
             if sub is not None:
                 await self._stop(sub)
-            await self._push(["p" * (kind == "pattern") + "s" * (kind == "shard") +
-                              "unsubscribe", self._text(name), self._count(kind)])
+            await self._push([_UNVERB[kind], self._text(name), self._count(kind)])
 
     async def _monitor(self, principal: Principal) -> None:
         if ("monitor", b"") not in self._subs:
