@@ -47,9 +47,9 @@ def test_shard_channels_on_their_primary(gw: GatewayProcess, cluster: RedisClust
         assert events.next() == [f"data: ssubscribe,{channel},1"]
         assert numshardsub(cluster, channel) == {
             node.port: int(node.port == owner.port) for node in cluster.primaries()}
-        # On the owner itself: the REST front door does not route SPUBLISH by its channel
-        # yet (it answers MOVED; a cluster router matter, reported).
-        assert cluster.command(owner, "SPUBLISH", channel, "hi") == 1
+        # Through the REST front door: SPUBLISH goes to the owner of its channel's slot.
+        with gw.client("rw") as client:
+            assert client.post("/", json=["SPUBLISH", channel, "hi"]).json() == {"result": 1}
         assert events.next() == [f"data: smessage,{channel},hi"]
 
 

@@ -63,16 +63,19 @@ class CommandInfo:
     def arity_ok(self, argc: int) -> bool:
         return argc == self.arity if self.arity >= 0 else argc >= -self.arity
 
-    def keys(self, argv: Sequence[bytes]) -> list[tuple[bytes, frozenset[str]]]:
+    def keys(self, argv: Sequence[bytes], *, shard_channels: bool = False
+             ) -> list[tuple[bytes, frozenset[str]]]:
         """The keys in ``argv`` with the flags that say how each is used.
 
         Only valid when ``keys_need_server`` is false and the arity was checked.
         Without key specs (Redis 6) a key is reported as both read and written.
+        ``shard_channels``: also the arguments a ``not_key`` spec names (SPUBLISH's
+        channel), which are no keys but decide the slot, as Redis Cluster routes them.
         """
         if self.key_specs:
             found: list[tuple[bytes, frozenset[str]]] = []
             for spec in self.key_specs:
-                if "not_key" in spec.flags:
+                if "not_key" in spec.flags and not shard_channels:
                     continue
                 found += [(argv[i], spec.flags) for i in _spec_positions(spec, argv)]
             return found

@@ -93,7 +93,7 @@ class SlotFinder:
         if not info.arity_ok(len(argv)):
             return []
         try:
-            return [key for key, _ in info.keys(argv)]
+            return [key for key, _ in info.keys(argv, shard_channels=info.pubsub)]
         except ValueError:  # numkeys out of range: Redis says so
             return []
 
