@@ -5,7 +5,7 @@ A front door returns a ``StreamingResponse``; its ``stream`` is an async iterato
 chunks, closed (``aclose``) however the response ends, so what it holds (a subscription,
 a reserved Redis connection) is released when the client goes away.
 
-- The built-in server (``server.py``) writes it with chunked transfer encoding, waiting
+- The built-in server (``http_connection.py``) writes it with chunked transfer encoding, waiting
   while the client does not read (its transport's pause_writing/resume_writing), and
   cancels it when the connection is lost. The request/response path pays one type check.
 - Under ASGI (uvicorn), ``send_asgi`` sends ``http.response.body`` messages with

@@ -53,7 +53,7 @@ class Connection(Protocol):
 
 
 class ServerState(Protocol):
-    """What the server's connections share (``server.ServerState``), as used here."""
+    """What the server's connections share (``http_connection.ServerState``), as used here."""
 
     app: Handler
     stopping: bool

@@ -1,7 +1,7 @@
 """WebSocket connections of the built-in server: the protocol is wsproto's, the session is
 ``streams/ws.py``'s (the same one uvicorn's WebSocket runs).
 
-``server.HttpConnection`` hands a connection over once httptools has parsed an upgrade
+``http_connection.HttpConnection`` hands a connection over once httptools has parsed an upgrade
 request for ``/ws``: the transport gets this protocol, which is fed the request's head
 again so that wsproto makes the handshake itself. Client messages are taken one at a time
 (their replies come in order); while one is being answered, at most ``_MAX_WAITING`` more

@@ -19,14 +19,14 @@ import pytest
 
 from redis_gateway.errors import LimitExceeded, RequestTimeout
 from redis_gateway.http import JSON_TYPE, Request, Response, json_body, read_body
-from redis_gateway.http_streaming import StreamingResponse
-from redis_gateway.server import (
+from redis_gateway.http_connection import (
     HEADER_COST,
     PARSE_STEP,
     REQUEST_COST,
     HttpConnection,
     ServerState,
 )
+from redis_gateway.http_streaming import StreamingResponse
 from redis_gateway.settings import LimitSettings
 
 

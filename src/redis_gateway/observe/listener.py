@@ -12,7 +12,7 @@ import asyncio
 from typing import Protocol
 
 from ..http import JSON_TYPE, Request, Response, json_body
-from ..server import HttpConnection, ServerState
+from ..http_connection import HttpConnection, ServerState
 from ..settings import LimitSettings
 
 
