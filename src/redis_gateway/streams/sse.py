@@ -48,8 +48,8 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _BATCH_BYTES = 64 * 1024  # messages already waiting leave together, up to this much
 
 
-_STREAMING = frozenset([*PATHS, "streams"])
-_PREFIXES = tuple("/" + name for name in _STREAMING)  # on every request: a quick no first
+STREAMING_PATHS = frozenset([*PATHS, "streams"])
+_PREFIXES = tuple("/" + name for name in STREAMING_PATHS)  # on every request: a quick no first
 
 
 def streaming_path(path: str) -> str | None:
@@ -60,7 +60,7 @@ def streaming_path(path: str) -> str | None:
         return None
     end = path.find("/", 1)
     head = path[1:] if end < 0 else path[1:end]
-    return head if head in _STREAMING else None
+    return head if head in STREAMING_PATHS else None
 
 
 def event_lines(text: bytes) -> bytes:
