@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 
 from .connection import Connection
 from .errors import RedisUnavailable
+
+ProtocolT = TypeVar("ProtocolT", bound=asyncio.Protocol)
 
 
 @dataclass(frozen=True)
@@ -90,24 +93,11 @@ async def open_connection(
     ``reply_limit`` is the byte budget of each batch's replies unless ``send`` is given
     one (``limits.max_reply_bytes``); None leaves replies unbounded.
     """
-    loop = asyncio.get_running_loop()
     label = address.display()
-
-    def factory() -> Connection:
-        return Connection(label, typed=typed, reply_limit=reply_limit)
-
     try:
         async with asyncio.timeout(timeout):
-            if address.unix_path:
-                _, conn = await loop.create_unix_connection(factory, address.unix_path)
-            else:
-                _, conn = await loop.create_connection(
-                    factory,
-                    address.host,
-                    address.port,
-                    ssl=tls.context() if address.tls else None,
-                    server_hostname=address.host if address.tls else None,
-                )
+            conn = await connect_protocol(
+                address, tls, lambda: Connection(label, typed=typed, reply_limit=reply_limit))
             await _handshake(conn, address, timeout, resp3)
     except TimeoutError:
         raise RedisUnavailable(
@@ -115,6 +105,21 @@ async def open_connection(
         ) from None
     except (OSError, ssl.SSLError) as exc:
         raise RedisUnavailable(f"cannot reach Redis at {label}: {exc}") from None
+    return conn
+
+
+async def connect_protocol(address: Address, tls: TlsFiles,
+                           factory: Callable[[], ProtocolT]) -> ProtocolT:
+    """The protocol ``factory`` makes, connected to ``address`` (over TLS when it says
+    so); the caller bounds the time and says what a failure means."""
+    loop = asyncio.get_running_loop()
+    if address.unix_path:
+        _, conn = await loop.create_unix_connection(factory, address.unix_path)
+    else:
+        _, conn = await loop.create_connection(
+            factory, address.host, address.port,
+            ssl=tls.context() if address.tls else None,
+            server_hostname=address.host if address.tls else None)
     return conn
 
 

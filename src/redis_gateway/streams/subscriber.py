@@ -26,7 +26,7 @@ from typing import Any
 import hiredis
 
 from ..acl import RedisUser
-from ..connect import Address, TlsFiles
+from ..connect import Address, TlsFiles, connect_protocol
 from ..errors import Forbidden, RedisUnavailable
 from ..resp import ReplyError
 
@@ -158,21 +158,11 @@ async def open_push_connection(address: Address, tls: TlsFiles, role: str,
                                user: RedisUser | None, timeout: float, on_push: OnPush,
                                on_lost: OnLost) -> PushConnection:
     """Connect and authenticate within ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
     label = address.display()
-
-    def factory() -> PushConnection:
-        return PushConnection(label, role, user, on_push, on_lost)
-
     try:
         async with asyncio.timeout(timeout):
-            if address.unix_path:
-                _, conn = await loop.create_unix_connection(factory, address.unix_path)
-            else:
-                _, conn = await loop.create_connection(
-                    factory, address.host, address.port,
-                    ssl=tls.context() if address.tls else None,
-                    server_hostname=address.host if address.tls else None)
+            conn = await connect_protocol(
+                address, tls, lambda: PushConnection(label, role, user, on_push, on_lost))
             if address.password is not None:
                 auth = [b"AUTH", address.password.encode()]
                 if address.username:
