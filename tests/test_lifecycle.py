@@ -420,3 +420,35 @@ def test_sighup_sends_open_streams_to_the_new_configuration(
     assert b"reconnect,draining," in rest, rest
     with open_stream(gw.port, "/subscribe/news", gw.tokens["rw"]):  # the new app streams
         pass
+
+
+def test_sigterm_tells_an_idle_websocket_to_reconnect(
+        redis: RedisServer, gateway_with: list[GatewayProcess]) -> None:
+    """A /ws session with no subscription is a stream too: the drain pushes 'reconnect'
+    and closes it with 1012 (service restart), not a dropped connection."""
+    import asyncio
+
+    import websockets
+
+    gw = start(gateway_with, redis)
+
+    async def session() -> tuple[list[str], int | None]:
+        async with websockets.connect(f"ws://127.0.0.1:{gw.port}/ws?_token={gw.tokens['rw']}"
+                                      ) as ws:
+            await ws.send(json.dumps(["PING"]))
+            seen = [await asyncio.wait_for(ws.recv(), 10)]
+            assert gw.process
+            gw.process.send_signal(signal.SIGTERM)
+            try:
+                while True:
+                    seen.append(await asyncio.wait_for(ws.recv(), 15))
+            except websockets.ConnectionClosed as closed:
+                return [str(m) for m in seen], closed.rcvd.code if closed.rcvd else None
+
+    seen, code = asyncio.run(session())
+    assert json.loads(seen[0]) == {"result": "PONG"}
+    assert json.loads(seen[-1])["push"][:2] == ["reconnect", "draining"], seen
+    assert code == 1012
+    assert gw.process
+    gw.process.wait(timeout=15)
+    assert gw.process.returncode == 0, gw.log

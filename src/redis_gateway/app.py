@@ -67,7 +67,7 @@ from .static import StaticFiles
 from .streams import redis_streams
 from .streams.hub import Hub
 from .streams.sse import open_stream, stream_key, streaming_path
-from .streams.ws import serve_asgi
+from .streams.ws import WsSession, serve_asgi
 
 if TYPE_CHECKING:
     from .graphql.endpoint import GraphQLEndpoint
@@ -115,6 +115,7 @@ class Gateway:
         # Where WebSocket clients connect (streams/ws.py); the built-in server reads it.
         self.websocket_path = self._base + "/ws"
         self.graphql_websocket_path = self._base + "/graphql"
+        self.ws_sessions: set[WsSession] = set()  # open /ws sessions (streams/ws.py)
 
     def graphql(self) -> GraphQLEndpoint:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
@@ -255,6 +256,8 @@ class Gateway:
 
     async def drain(self) -> None:
         """End every open stream with a final event telling its client to reconnect."""
+        for session in list(self.ws_sessions):
+            await session.drain()
         for hub in self.hubs.values():
             await hub.drain()
 

@@ -468,6 +468,8 @@ class HttpConnection(asyncio.Protocol):
                 "(limits.header_timeout)")
 
     def close_if_idle(self) -> None:
+        if self._upgraded:  # a WebSocket now: the app's drain ends it with a close frame
+            return
         if self._finished or not (self._queue or self._current or self._running):
             self._transport.close()
 

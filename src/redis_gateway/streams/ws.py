@@ -63,6 +63,8 @@ class WsHost(Protocol):
     tokens: TokenStore
     executor: Executor
     admission: Admission
+    # The sessions open now: a drain tells each to reconnect, subscribed or not.
+    ws_sessions: set[WsSession]
 
     def hub(self, principal: Principal) -> Hub: ...
 
@@ -118,6 +120,7 @@ class WsSession:
     # the client's messages ------------------------------------------------------------------
     async def start(self) -> None:
         """Authenticate now if the handshake carried a token."""
+        self._host.ws_sessions.add(self)
         if self._token is not None:
             try:
                 self._principal = await self._host.tokens.authenticate(self._token)
@@ -287,8 +290,14 @@ class WsSession:
         await self.end()
         await self._close(code, reason)
 
+    async def drain(self) -> None:
+        """The gateway stops: tell the client to reconnect (to another), then close."""
+        await self._push(["reconnect", "draining", "the gateway is shutting down; reconnect"])
+        await self.shut(SERVICE_RESTART, "draining")
+
     async def end(self) -> None:
         """The socket is gone: unsubscribe everything."""
+        self._host.ws_sessions.discard(self)
         self._closed = True
         for sub in list(self._subs.values()):
             await self._stop(sub)
