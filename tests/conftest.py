@@ -15,6 +15,15 @@ def redis_server() -> Iterator[RedisServer]:
     server.close()
 
 
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    """A redis-server of the module's own: its pub/sub counts, ACL users and settings are
+    no other module's (a module may name another fixture ``redis``)."""
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="session")
 def gateway(redis_server: RedisServer) -> Iterator[GatewayProcess]:
     """A gateway on the session's Redis, with tokens 'admin', 'rw' and 'ro'."""

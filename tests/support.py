@@ -29,13 +29,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait(check: object, timeout: float, what: str) -> None:
+def wait_for(check: object, timeout: float, what: str, poll: float = 0.02) -> None:
+    """Until ``check()`` is true; a test failure naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():  # type: ignore[operator]
             return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not come up within {timeout} s")
+        time.sleep(poll)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+def _wait(check: object, timeout: float, what: str) -> None:
+    """``wait_for`` for a server starting: a RuntimeError, which starters clean up after."""
+    try:
+        wait_for(check, timeout, what, poll=0.05)
+    except AssertionError:
+        raise RuntimeError(f"{what} did not come up within {timeout} s") from None
+
+
+def numsub(redis: RedisServer, channel: str) -> int:
+    """How many clients of ``redis`` are subscribed to ``channel`` (PUBSUB NUMSUB)."""
+    reply = redis_command(redis.port, "PUBSUB", "NUMSUB", channel)
+    assert isinstance(reply, list)
+    return int(reply[1])
 
 
 class RedisServer:

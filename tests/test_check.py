@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from redis_gateway.auth import hash_token, new_token
 
@@ -25,13 +22,6 @@ def run_check(tmp_path: Path, config: str) -> tuple[int, str, str]:
 def token(name: str, rules: str, extra: str = "") -> str:
     return (f'[[tokens]]\nname = "{name}"\nhash = "{hash_token(new_token())}"\n'
             f'rules = "{rules}"\n{extra}\n')
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 def test_a_sound_configuration_is_described(redis: RedisServer, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support import GatewayProcess, RedisServer, free_port, redis_command
+from support import GatewayProcess, RedisServer, free_port, numsub, redis_command
 
 CONSOLE_TESTS = Path(__file__).parent / "console"
 FIXTURES = CONSOLE_TESTS / "fixtures" / "captured.json"
@@ -570,12 +570,6 @@ def streamed(console: Console, lines: int) -> str:
         assert time.monotonic() < deadline, text
         console.page.wait_for_timeout(20)
     return text
-
-
-def numsub(redis: RedisServer, channel: str) -> int:
-    reply = redis_command(redis.port, "PUBSUB", "NUMSUB", channel)
-    assert isinstance(reply, list)
-    return int(reply[1])
 
 
 @needs_browser

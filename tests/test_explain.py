@@ -37,13 +37,6 @@ GATEWAY_ONLY = {f"{name}-gw": rules for name, rules in RULES.items()}
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(redis: RedisServer) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(redis.url, rules={**RULES, **GATEWAY_ONLY}, config_extra=f"""
 [backends.plain]

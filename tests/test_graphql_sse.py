@@ -5,7 +5,6 @@ event stream read with httpx as a graphql-sse client reads it, Redis published t
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,16 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from support import GatewayProcess, RedisServer, redis_command
+from support import GatewayProcess, RedisServer, numsub, redis_command, wait_for
 
 RULES = {"admin": "admin", "chat": "+@all -@admin ~* &chat:*"}
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module", params=["builtin", "uvicorn"])
@@ -32,19 +24,6 @@ def gw(request: pytest.FixtureRequest, redis: RedisServer) -> Iterator[GatewayPr
         "recheck_seconds = 0.5\n")).start()
     yield gateway
     gateway.stop()
-
-
-def numsub(redis: RedisServer, channel: str) -> int:
-    reply = redis_command(redis.port, "PUBSUB", "NUMSUB", channel)
-    assert isinstance(reply, list)
-    return int(reply[1])
-
-
-def wait_until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def events(response: httpx.Response) -> Iterator[tuple[str, str]]:
@@ -78,13 +57,13 @@ def test_a_subscription_streams_next_events(gw: GatewayProcess, redis: RedisServ
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         got = events(response)
-        wait_until(lambda: numsub(redis, channel) == 1)
+        wait_for(lambda: numsub(redis, channel) == 1, 5, "one Redis subscription")
         redis_command(redis.port, "PUBLISH", channel, "two\nlines")
         assert next(got) == ("next", json.dumps(
             {"data": {"messages": {"channel": channel, "message": "two\nlines"}}},
             separators=(",", ":")))
     # The client went away: the subscription is gone from Redis too.
-    wait_until(lambda: numsub(redis, channel) == 0)
+    wait_for(lambda: numsub(redis, channel) == 0, 5, "no Redis subscription")
 
 
 def test_queries_and_refusals_come_as_next_then_complete(gw: GatewayProcess) -> None:

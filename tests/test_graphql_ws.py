@@ -19,7 +19,7 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
-from support import GatewayProcess, RedisServer, redis_command
+from support import GatewayProcess, RedisServer, numsub, redis_command
 
 
 class Plain:
@@ -362,11 +362,6 @@ async def test_a_disconnect_storm_leaves_no_subscription(
     redis = stack[0]
     channel = f"storm:{uuid.uuid4().hex[:8]}"
 
-    def numsub() -> int:
-        reply = redis_command(redis.port, "PUBSUB", "NUMSUB", channel)
-        assert isinstance(reply, list)
-        return int(reply[1])
-
     async def subscriber(i: int) -> Any:
         socket = await raw(gw)
         await socket.send(json.dumps({"type": "connection_init",
@@ -379,7 +374,7 @@ async def test_a_disconnect_storm_leaves_no_subscription(
 
     sockets = await asyncio.gather(*(subscriber(i) for i in range(200)))
     async with asyncio.timeout(10):
-        while numsub() != 1:  # one Redis subscription for all of them
+        while numsub(redis, channel) != 1:  # one Redis subscription for all of them
             Plain(redis).publish(channel, "x")
             await asyncio.sleep(0.05)
     # Every client receives a message (they are all subscribed), then drops mid-stream.
@@ -387,7 +382,7 @@ async def test_a_disconnect_storm_leaves_no_subscription(
     for socket in sockets:
         socket.transport.abort()
     async with asyncio.timeout(10):
-        while numsub() != 0:
+        while numsub(redis, channel) != 0:
             await asyncio.sleep(0.05)
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from redis_gateway.auth import TokenRecord, hash_token, new_token, write_tokens_file
 
-from support import GatewayProcess, RedisServer, free_port, redis_command, redis_commands
+from support import GatewayProcess, RedisServer, free_port, redis_command, redis_commands, wait_for
 
 
 class NoReply(Exception):
@@ -115,15 +115,6 @@ class Load(threading.Thread):
                         break
 
 
-def wait_for(check: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
-
 def children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
@@ -141,13 +132,6 @@ def kill_all(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ Real gateway processes, real Redis, httpx reading the event stream.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,17 +16,10 @@ from redis_gateway.auth import TokenRecord, hash_token
 from redis_gateway.http import Request
 from redis_gateway.streams.sse import event_lines
 
-from support import GatewayProcess, RedisServer, redis_command
+from support import GatewayProcess, RedisServer, numsub, redis_command, wait_for
 
 RULES = {"admin": "admin", "rw": "read-write", "ro": "read-only",
          "chat": "+@all -@admin ~* &chat:*", "app": "read-write resetkeys ~app:*"}
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module", params=["builtin", "uvicorn"])
@@ -41,19 +33,6 @@ def gateway(request: pytest.FixtureRequest, redis: RedisServer) -> Iterator[Gate
 
 def auth(gw: GatewayProcess, token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {gw.tokens[token]}"}
-
-
-def numsub(redis: RedisServer, channel: str) -> int:
-    reply = redis_command(redis.port, "PUBSUB", "NUMSUB", channel)
-    assert isinstance(reply, list)
-    return int(reply[1])
-
-
-def wait_until(condition: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 class Events:
@@ -94,7 +73,8 @@ def test_subscribe_publish_unsubscribe(gateway: GatewayProcess, redis: RedisServ
         redis_command(redis.port, "PUBLISH", "chat/b", b"two\nlines\r\n spaced")
         assert events.next() == ["data: message,chat/b,two", "data:lines", "data:  spaced"]
         assert events.next(comments=True) == [": keepalive"]
-    wait_until(lambda: numsub(redis, "chat:a") == 0 and numsub(redis, "chat/b") == 0)
+    wait_for(lambda: numsub(redis, "chat:a") == 0 and numsub(redis, "chat/b") == 0, 5,
+             "both channels unsubscribed")
 
 
 def test_psubscribe_and_get(gateway: GatewayProcess, redis: RedisServer) -> None:
@@ -191,7 +171,7 @@ def test_an_expiring_token_ends_its_stream(redis: RedisServer) -> None:
             assert events.next() == ["event: error",
                                      f"data: error,token expired,token 'brief' expired at "
                                      f"{dt.datetime.fromisoformat(expires).isoformat()}"]
-        wait_until(lambda: numsub(redis, "brief") == 0)
+        wait_for(lambda: numsub(redis, "brief") == 0, 5, "'brief' unsubscribed")
     finally:
         gw.stop()
 

@@ -7,7 +7,7 @@ listen, UNSUBSCRIBE when the last listener leaves, bounded buffers, revocation, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,16 +17,9 @@ from redis_gateway.auth import Principal, TokenRecord, hash_token
 from redis_gateway.errors import Forbidden, TooManyRequests, Unauthorized
 from redis_gateway.streams.hub import Message, Subscription
 
-from support import RedisServer, redis_command
+from support import RedisServer, numsub, redis_command
 
 RULES = {"admin": "admin", "rw": "read-write", "chat": "+@all -@admin ~* &chat:* &news.*"}
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -44,12 +37,6 @@ async def gateway(redis: RedisServer) -> AsyncIterator[Gateway]:
 
 async def principal(gw: Gateway, name: str) -> Principal:
     return await gw.tokens.authenticate(name + "-token")
-
-
-def numsub(redis: RedisServer, channel: str) -> int:
-    reply = redis_command(redis.port, "PUBSUB", "NUMSUB", channel)
-    assert isinstance(reply, list)
-    return int(reply[1])
 
 
 async def publish(redis: RedisServer, channel: str, data: str) -> int:

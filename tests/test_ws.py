@@ -17,13 +17,6 @@ RULES = {"admin": "admin", "rw": "read-write", "ro": "read-only", "app": "read-w
          "resetkeys ~app:* resetchannels &app:*"}
 
 
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.close()
-
-
 @pytest.fixture(scope="module", params=["builtin", "uvicorn"])
 def gateway(request: pytest.FixtureRequest, redis: RedisServer) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(redis.url, rules=RULES, config_extra=(
