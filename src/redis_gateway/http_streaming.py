@@ -27,6 +27,8 @@ EVENT_STREAM_HEADERS: Headers = [
     # Proxies (nginx) buffer responses unless told not to: events would arrive late.
     (b"x-accel-buffering", b"no"),
 ]
+# An SSE comment: sent while a stream is idle, so that proxies and clients see it alive.
+KEEPALIVE_COMMENT = b": keepalive\n\n"
 
 
 class StreamingResponse(Response):

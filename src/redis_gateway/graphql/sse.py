@@ -25,7 +25,7 @@ from graphql import ExecutionResult, GraphQLError
 from ..auth import Principal
 from ..errors import GatewayError
 from ..http import Request
-from ..http_streaming import EVENT_STREAM_HEADERS, StreamingResponse
+from ..http_streaming import EVENT_STREAM_HEADERS, KEEPALIVE_COMMENT, StreamingResponse
 from .operations import (
     Runner,
     execute_admitted,
@@ -97,7 +97,7 @@ async def _events(endpoint: Runner, principal: Principal,
                 async with asyncio.timeout(keepalive):
                     payload = await anext(stream)
             except TimeoutError:
-                yield b": keepalive\n\n"
+                yield KEEPALIVE_COMMENT
                 continue
             except StopAsyncIteration:
                 break

@@ -35,7 +35,7 @@ from ..codec import Encoder
 from ..errors import BadRequest, GatewayError, MethodNotAllowed, Unauthorized
 from ..executor import Executor
 from ..http import JSON_TYPE, Request, Response, json_body, query_pairs
-from ..http_streaming import EVENT_STREAM_HEADERS, StreamingResponse
+from ..http_streaming import EVENT_STREAM_HEADERS, KEEPALIVE_COMMENT, StreamingResponse
 from ..resp import ReplyError
 from .hub import Hub
 from .sse import event_lines
@@ -128,7 +128,7 @@ async def _events(read: _Reader, entries: list[Any], hub: Hub, lease: Callable[[
             if entries:
                 yield b"".join(_entry_event(entry, encoder) for entry in entries)
             else:
-                yield b": keepalive\n\n"
+                yield KEEPALIVE_COMMENT
             try:
                 await recheck()
                 entries = await read.next(block)

@@ -38,7 +38,7 @@ from urllib.parse import unquote_to_bytes
 from ..auth import Principal
 from ..errors import BadRequest
 from ..http import Request
-from ..http_streaming import EVENT_STREAM_HEADERS, StreamingResponse
+from ..http_streaming import EVENT_STREAM_HEADERS, KEEPALIVE_COMMENT, StreamingResponse
 from .hub import CLOSED, DRAINING, Hub, Message, Subscription
 
 PATHS = {"subscribe": "channel", "psubscribe": "pattern", "ssubscribe": "shard",
@@ -149,7 +149,7 @@ async def events(sub: Subscription, first: bytes, keepalive: float) -> AsyncIter
                 async with asyncio.timeout(keepalive):
                     message = await anext(sub)
             except TimeoutError:
-                yield b": keepalive\n\n"
+                yield KEEPALIVE_COMMENT
                 continue
             except StopAsyncIteration:
                 break
