@@ -23,16 +23,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redis_gateway.acl import acl_rules
-from redis_gateway.checks import Scope, check, check_keys
+from redis_gateway.checks import Scope, check, check_keys, repeated_elements
 from redis_gateway.commands import CommandTable
 from redis_gateway.errors import GatewayError
 from redis_gateway.policy import PRESETS, Policy, RuleError, parse
 from redis_gateway.redis_args import parse_long_double, parse_long_long
 from redis_gateway.redis_glob import glob_match
+from redis_gateway.settings import LimitSettings
 
 from support import RedisServer
 
 EXAMPLES = 1500
+LIMITS = LimitSettings(max_block_seconds=10.0)
 RESERVED = b"redis-gateway:"
 
 
@@ -162,7 +164,7 @@ def gateway_allows(oracle: Oracle, loop: asyncio.AbstractEventLoop, policy: Poli
                    argv: list[bytes]) -> bool:
     scope = Scope(policy, db=0, redis_enforces=True)
     try:
-        prepared = check(scope, argv, oracle.table, 10.0)
+        prepared = check(scope, argv, oracle.table, LIMITS)
         if not policy.all_keys:
             async def ask(a: Any) -> Any:
                 return oracle.keys(list(a))
@@ -351,5 +353,47 @@ def test_numbers_read_as_redis_reads_them(oracle: Oracle) -> None:
             assert abs(theirs - ours) <= Decimal("1e-9") * max(Decimal(1), abs(ours)), arg
         elif "NaN or Infinity" not in str(number):  # Redis read it, then refused the sum
             assert ours is None, (arg, number)
+
+    prop()
+
+
+# replies that grow with a count ------------------------------------------------------------
+COUNTS = st.one_of(
+    st.integers(-(2 ** 64), 2 ** 64).map(lambda n: str(n).encode()),
+    st.integers(-3000, 3000).map(lambda n: str(n).encode()),
+    st.sampled_from([b"-9223372036854775807", b"-9223372036854775808", b"-4611686018427387903",
+                     b"-4611686018427387904", b"-0", b"+5", b" -5", b"-5 ", b"-05", b"-1e3",
+                     b"-0x10", b"-7\x00", b""]),
+    st.binary(max_size=6),
+)
+WORDS = st.sampled_from([b"withscores", b"WITHSCORES", b"withvalues", b"WithValues",
+                         b"withscores\x00x", b"withscore", b"x"])
+
+
+def test_counts_that_repeat_elements_read_as_redis_reads_them(oracle: Oracle) -> None:
+    """SRANDMEMBER/ZRANDMEMBER/HRANDFIELD with a negative count: the gateway counts the
+    elements Redis would make exactly when Redis accepts the arguments, and that many
+    arrive from a key that has members (checked where it is small enough to ask)."""
+    oracle.call(b"DEL", b"s", b"z", b"h")
+    oracle.call(b"SADD", b"s", b"a", b"b")
+    oracle.call(b"ZADD", b"z", b"1", b"a", b"2", b"b")
+    oracle.call(b"HSET", b"h", b"a", b"1", b"b", b"2")
+    keys = {b"SRANDMEMBER": b"s", b"ZRANDMEMBER": b"z", b"HRANDFIELD": b"h"}
+
+    @PARSERS
+    @given(name=st.sampled_from(sorted(keys)), count=COUNTS,
+           rest=st.lists(WORDS, max_size=2))
+    def prop(name: bytes, count: bytes, rest: list[bytes]) -> None:
+        args = [count, *rest]
+        ours = repeated_elements(name.decode().lower(), [name, keys[name], *args])
+        # On a key that does not exist Redis still reads every argument, then answers [].
+        accepted = oracle.call(name, b"missing", *args) == []
+        if ours:
+            assert accepted, (name, args)
+        if accepted and 0 < ours <= 3000:
+            reply = oracle.call(name, keys[name], *args)
+            assert len(reply) == ours * (2 if rest else 1), (name, args)
+        elif accepted and not ours:  # a count of 0 or more: no more than the key holds
+            assert len(oracle.call(name, keys[name], *args)) <= 4, (name, args)
 
     prop()

@@ -50,6 +50,12 @@ def bounded(redis_server: RedisServer) -> Iterator[GatewayProcess]:
         c.post("/", json=["SET", "app:victim", "mine"])
     # Past the gateway's body limit: written straight to Redis.
     assert redis_command(redis_server.port, "SET", "app:big", b"b" * (20 << 20)) == b"OK"
+    # Three million small elements (about 30 MB of RESP), made inside Redis.
+    assert redis_command(redis_server.port, "EVAL", "redis.call('DEL', KEYS[1]) "
+                         "for i = 1, 3000000, 1000 do local t = {} for j = 0, 999 do "
+                         "t[#t + 1] = i + j end redis.call('RPUSH', KEYS[1], unpack(t)) end "
+                         "return redis.call('LLEN', KEYS[1])", 1, "app:millions",
+                         timeout=60) == 3_000_000
     yield gw
     gw.stop()
 
@@ -96,13 +102,40 @@ def assert_victims_served(victims: list[httpx.Response]) -> None:
         assert (r.status_code, r.json()) == (200, {"result": "mine"})
 
 
+def calls(server: RedisServer, command: str) -> int:
+    """How many times Redis has run ``command`` (INFO commandstats)."""
+    info = redis_command(server.port, "INFO", "commandstats")
+    assert isinstance(info, bytes)
+    line = next((x for x in info.decode().splitlines()
+                 if x.startswith(f"cmdstat_{command}:")), "calls=0,")
+    return int(line.split("calls=")[1].split(",")[0])
+
+
+def test_srandmember_millions_is_refused_before_redis_builds_it(
+        bounded: GatewayProcess, redis_server: RedisServer) -> None:
+    """A negative count makes that many elements from a one-member set: refused by its
+    arguments alone, in every format, and Redis never runs it (its own statistics)."""
+    before = calls(redis_server, "srandmember")
+    with bounded.client() as c:
+        for headers in ({}, RESP2, TYPED2, TYPED3):
+            for argv in (["SRANDMEMBER", "app:one", "-3000000"],
+                         ["SRANDMEMBER", "app:one", "-9223372036854775807"]):
+                message = error(c.post("/", json=argv, headers=headers), 413)
+                assert "elements from any key" in message and "max_reply_bytes" in message
+        assert calls(redis_server, "srandmember") == before
+        # A count whose reply may fit goes to Redis as it is.
+        small = c.post("/", json=["SRANDMEMBER", "app:one", "-1000"])
+        assert small.json() == {"result": ["member"] * 1000}
+    assert calls(redis_server, "srandmember") == before + 1
+
+
 @pytest.mark.parametrize("headers", [{}, RESP2, TYPED2, TYPED3], ids=["json", "resp2",
                                                                        "typed2", "typed3"])
-def test_srandmember_millions_is_refused_without_building_it(
+def test_a_reply_of_millions_is_refused_without_building_it(
         bounded: GatewayProcess, headers: dict[str, str]) -> None:
     before = peak_rss(bounded)
     response, victims = with_victim(bounded, lambda c: c.post(
-        "/", json=["SRANDMEMBER", "app:one", "-3000000"], headers=headers))
+        "/", json=["LRANGE", "app:millions", "0", "-1"], headers=headers))
     assert "max_reply_bytes" in error(response, 413)
     assert_victims_served(victims)
     assert peak_rss(bounded) - before < RSS_BOUND

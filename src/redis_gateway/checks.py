@@ -4,9 +4,10 @@ In order: that the server knows the command (name and subcommand resolved as Red
 resolves them), that it can work on a request/response endpoint and where it may run
 (``placement.py``), its arity, a read-only request's limits, the token's command rules,
 the database the token is bound to, the channels and keys it touches, options that need
-more than the keys (``SORT ... BY pattern``/``GET``), and the cap on a blocking command's
-timeout. Keys that only the server can find cost a round trip; everything else is decided
-here without one.
+more than the keys (``SORT ... BY pattern``/``GET``), the cap on a blocking command's
+timeout, and a reply that its arguments alone make larger than the gateway returns. Keys
+that only the server can find cost a round trip; everything else is decided here without
+one.
 
 Where Redis enforces the token's rules too (ACL users, see ``acl.py``), these checks are the
 fast path that explains itself; where it does not (enforcement "gateway"), whatever the
@@ -21,11 +22,12 @@ from typing import NamedTuple
 
 from .acl import RedisUser
 from .commands import READ_FLAGS, WRITE_FLAGS, CommandInfo, CommandTable
-from .errors import BadRequest, Forbidden, GatewayError
+from .errors import BadRequest, Forbidden, GatewayError, ReplyTooLarge
 from .placement import ALLOWED_IN_TRANSACTION, Placement, Where, placement
 from .policy import Policy
 from .redis_args import c_string, keyword, parse_long_double, parse_long_long
 from .redis_types import Argv
+from .settings import LimitSettings
 
 Keys = list[tuple[bytes, frozenset[str]]]
 # Asks the server for a command's keys and their flags (COMMAND GETKEYSANDFLAGS).
@@ -77,7 +79,7 @@ _OTHER_DATABASES = frozenset({"move", "swapdb", "select"})
 _SHARED = Placement(Where.SHARED)
 
 
-def check(scope: Scope, argv: Argv, table: CommandTable, max_block_seconds: float) -> Prepared:
+def check(scope: Scope, argv: Argv, table: CommandTable, limits: LimitSettings) -> Prepared:
     """Every check that needs no round trip: all of them for a token with allkeys."""
     if not argv:
         raise BadRequest("empty command: the first element must be a command name")
@@ -96,7 +98,7 @@ def check(scope: Scope, argv: Argv, table: CommandTable, max_block_seconds: floa
         kind, message = verdict.forbidden
         raise kind(message)
     if verdict.by_arguments:
-        return _by_arguments(scope, info, argv, verdict.where, max_block_seconds)
+        return _by_arguments(scope, info, argv, verdict.where, limits)
     return Prepared(argv, info, verdict.where)
 
 
@@ -128,12 +130,12 @@ def _verdict(scope: Scope, info: CommandInfo) -> Verdict:
     by_arguments = (info.name == "copy" and not policy.unrestricted) or \
         (info.pubsub and not policy.all_channels) or \
         (info.name in _SORTS and not policy.all_keys_readable) or \
-        info.blocking or where.where is Where.RESERVED
+        info.blocking or where.where is Where.RESERVED or info.name in _REPEATED_BY_COUNT
     return Verdict(None, forbidden, where, by_arguments)
 
 
 def _by_arguments(scope: Scope, info: CommandInfo, argv: Argv, where: Placement,
-                  max_block_seconds: float) -> Prepared:
+                  limits: LimitSettings) -> Prepared:
     """The checks that read the arguments, for the commands whose verdict says so."""
     policy = scope.policy
     if info.name == "copy" and not policy.unrestricted:
@@ -147,8 +149,10 @@ def _by_arguments(scope: Scope, info: CommandInfo, argv: Argv, where: Placement,
     if info.name in _SORTS and not policy.all_keys_readable and _sort_reads_patterns(argv):
         raise Forbidden("NOPERM SORT with BY <pattern> or GET reads keys the pattern names, "
                         "which needs read access to every key (~* or %R~*)")
+    if info.name in _REPEATED_BY_COUNT:
+        _check_repeated(info, argv, limits.max_reply_bytes)
     if info.blocking or where.where is Where.RESERVED:
-        argv, where = cap_blocking(info, argv, where, max_block_seconds)
+        argv, where = cap_blocking(info, argv, where, limits.max_block_seconds)
     return Prepared(argv, info, where)
 
 
@@ -225,6 +229,46 @@ def _sort_reads_patterns(argv: Argv) -> bool:
         else:
             return False  # a syntax error: Redis stops here too
     return False
+
+
+# replies that grow with a count, not with the data ------------------------------------------
+# With a negative count these return that many elements, repeats allowed, from a key of
+# any size: SRANDMEMBER k -3000000 on a one-member set has Redis build three million (and
+# -LONG_MAX, forever), every client of that Redis waiting meanwhile. The gateway would
+# only drop a reply past max_reply_bytes: such a command is refused before it is sent.
+_REPEATED_BY_COUNT = {"srandmember": None, "zrandmember": b"withscores",
+                      "hrandfield": b"withvalues"}
+# The fewest bytes one element takes in any output format: "" and a comma in JSON.
+MIN_ELEMENT_BYTES = 3
+_LONG_MAX = (1 << 63) - 1
+
+
+def _check_repeated(info: CommandInfo, argv: Argv, max_reply_bytes: int) -> None:
+    elements = repeated_elements(info.name, argv)
+    if elements * MIN_ELEMENT_BYTES > max_reply_bytes:
+        # Nothing was sent: nothing is charged to the token's reply budget.
+        raise ReplyTooLarge(0, f"{_display(info)} with a count of -{elements} returns "
+                               f"{elements} elements from any key that has one, at least "
+                               f"{elements * MIN_ELEMENT_BYTES} bytes: more than "
+                               f"{max_reply_bytes} (limits.max_reply_bytes); ask for fewer")
+
+
+def repeated_elements(name: str, argv: Argv) -> int:
+    """How many elements the reply of ``name`` (one of _REPEATED_BY_COUNT) holds because
+    of a negative count, if the key holds any; 0 where Redis would refuse the arguments
+    (it answers its own error, as it parses them: getRangeLongFromObjectOrReply between
+    -LONG_MAX and LONG_MAX, then the WITHSCORES/WITHVALUES word and its range)."""
+    if len(argv) < 3:
+        return 0
+    count = parse_long_long(argv[2])
+    if count is None or count >= 0 or count < -_LONG_MAX:
+        return 0
+    if len(argv) == 3:
+        return -count
+    word = _REPEATED_BY_COUNT[name]
+    if len(argv) > 4 or word is None or keyword(argv[3]) != word or count < -(_LONG_MAX // 2):
+        return 0
+    return -count
 
 
 # blocking commands ------------------------------------------------------------------------

@@ -106,7 +106,7 @@ class Executor:
     async def prepare(self, principal: Principal, scope: Scope, argv: Argv,
                       table: CommandTable) -> Prepared:
         """Every check, including keys that only the server can find."""
-        prepared = check(scope, argv, table, self.limits.max_block_seconds)
+        prepared = check(scope, argv, table, self.limits)
         if not scope.policy.all_keys:
             await self._check_keys(principal, prepared.info, argv)
         return prepared
@@ -228,11 +228,11 @@ class Executor:
         results: list[Any] = [None] * len(commands)
         runnable: list[tuple[int, Prepared]] = []
         scope = self.scope(principal, read_only=read_only)
-        all_keys, cap = scope.policy.all_keys, self.limits.max_block_seconds
+        all_keys, limits = scope.policy.all_keys, self.limits
         for i, argv in enumerate(commands):
             try:
                 # prepare(), unrolled: no coroutine per command when no key needs the server
-                prepared = check(scope, argv, table, cap)
+                prepared = check(scope, argv, table, limits)
                 if not all_keys:
                     await self._check_keys(principal, prepared.info, argv)
                 runnable.append((i, prepared))

@@ -18,6 +18,7 @@ from redis_gateway.placement import Where, placement
 from redis_gateway.policy import parse
 from redis_gateway.redis_args import keyword, parse_long_double, parse_long_long
 from redis_gateway.redis_glob import glob_match
+from redis_gateway.settings import LimitSettings
 
 ACCESS, UPDATE = frozenset({"access"}), frozenset({"update"})
 
@@ -104,10 +105,10 @@ def test_names_with_nul_and_unknown_subcommands_never_resolve() -> None:
     for argv, words in (([b"GET\x00x", b"k"], "NUL"), ([b"gEt", b"k"], None),
                         ([b"\xe2\x84\xaaEYS"], "unknown command")):
         if words is None:
-            assert check(scope, argv, TABLE, 10).info is GET
+            assert check(scope, argv, TABLE, LimitSettings()).info is GET
         else:
             with pytest.raises(BadRequest, match=words):
-                check(scope, argv, TABLE, 10)
+                check(scope, argv, TABLE, LimitSettings())
 
 
 def test_scripts_need_redis_to_enforce_for_restricted_tokens() -> None:
