@@ -8,6 +8,8 @@ attack ends (not a wall-clock figure) is what shows the attack did not hold it u
 from __future__ import annotations
 
 import concurrent.futures
+import re
+import socket
 import time
 from collections.abc import Iterator
 
@@ -219,3 +221,41 @@ def test_a_token_over_its_reply_budget_waits_and_others_do_not(gw: GatewayProces
     assert "bytes of replies" in second.json()["error"]
     assert 4 <= int(second.headers["retry-after"]) <= 6
     assert post(gw, "rw", "/", ["GET", "app:half"]).status_code == 200
+
+
+@pytest.mark.parametrize("server_kind", ["built-in", "uvicorn"])
+def test_a_large_body_over_its_token_budget_is_refused_by_its_head(server: RedisServer,
+                                                                  server_kind: str) -> None:
+    """Bytes of bodies are a token's share too: past its budget, a large body is refused
+    from its head, before the client sends it (nothing read, nothing parsed)."""
+    gw = GatewayProcess(server.url, rules={"rw": "read-write"}, config_extra=(
+        'server = "uvicorn"\n' if server_kind == "uvicorn" else ""))
+    gw.tokens["uploads"] = new_token()
+    gw.config_extra += gw.token_table("uploads", "read-write", gw.tokens["uploads"],
+                                      "body_rate = 100000")
+    gw.start()
+    try:
+        auth = f"Authorization: Bearer {gw.tokens['uploads']}\r\n".encode()
+        first = httpx.post(gw.url + "/set/app:upload", content=b"x" * 300_000,
+                           headers={"Authorization": f"Bearer {gw.tokens['uploads']}"})
+        assert first.status_code == 200, first.text
+        # 100 kB/s: the first put it three seconds in debt. The next one's head is enough.
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall(b"POST /set/app:upload HTTP/1.1\r\nHost: gw\r\n" + auth
+                         + b"Content-Length: 300000\r\n\r\n")
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 429 "), response
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert b"bytes of request bodies" in body
+        assert 1 <= int(re.search(rb"(?i)retry-after: (\d+)", head)[1]) <= 3  # type: ignore[index]
+        assert b"connection: close" in head.lower()
+        # Small bodies count too, when their requests are admitted: still in debt.
+        small = httpx.post(gw.url + "/set/app:upload", content=b"y",
+                           headers={"Authorization": f"Bearer {gw.tokens['uploads']}"})
+        assert small.status_code == 429
+        # Another token is not held up by it.
+        assert post(gw, "rw", "/", ["SET", "app:other", "z" * 300_000]).status_code == 200
+    finally:
+        gw.stop()

@@ -1,9 +1,14 @@
-"""Each token's fair share: requests in flight, request rate, reserved connections.
+"""Each token's fair share: requests in flight, request rate, reserved connections, and
+bytes of request bodies and of replies per second.
 
 One token cannot take the gateway from the others: past its share it gets 429 with
-``Retry-After``, and nobody else notices. The rate is a GCRA (generic cell rate algorithm:
-one timestamp per token, no timers), kept in this process, or in the default Redis when
-``limits.shared_rate`` is on so that every gateway process draws from one budget.
+``Retry-After``, and nobody else notices. The rates are GCRAs (generic cell rate
+algorithm: one timestamp per token, no timers), kept in this process; the request rate
+may be kept in the default Redis instead (``limits.shared_rate``) so that every gateway
+process draws from one budget.
+
+A large body is judged before it is read (``refusal``): a token over its share costs the
+gateway a few microseconds per request, not the reading and parsing of megabytes.
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ class Share:
     rate: float = 0.0  # requests per second, sustained
     burst: int = 0  # requests allowed at once; 0: one second's worth of the rate
     reply_rate: float = 0.0  # bytes of replies per second, sustained
+    body_rate: float = 0.0  # bytes of request bodies per second, sustained
 
     @classmethod
     def of(cls, limits: LimitSettings, *, concurrency: int | None = None,
            reserved: int | None = None, rate: float | None = None,
-           burst: int | None = None, reply_rate: float | None = None) -> Share:
+           burst: int | None = None, reply_rate: float | None = None,
+           body_rate: float | None = None) -> Share:
         """A token's own values, else the [limits] defaults."""
         return cls(
             concurrency if concurrency is not None else limits.token_concurrency,
@@ -41,6 +48,7 @@ class Share:
             rate if rate is not None else limits.token_rate,
             burst if burst is not None else limits.token_burst,
             reply_rate if reply_rate is not None else limits.token_reply_rate,
+            body_rate if body_rate is not None else limits.token_body_rate,
         )
 
 
@@ -58,17 +66,18 @@ class Admitted:
     """One admitted request (a class, not a generator-based context manager: this is on
     every request's path); its front door sets ``reply_bytes``, what its replies took."""
 
-    __slots__ = ("_admission", "_name", "_share", "reply_bytes")
+    __slots__ = ("_admission", "_body", "_name", "_share", "reply_bytes")
 
-    def __init__(self, admission: Admission, name: str, share: Share) -> None:
+    def __init__(self, admission: Admission, name: str, share: Share, body: int) -> None:
         self._admission, self._name, self._share = admission, name, share
+        self._body = body
         self.reply_bytes = 0
 
     async def __aenter__(self) -> Admitted:
         admission, share = self._admission, self._share
         if share.rate and admission.shares_rate:
             await admission._take_shared_rate(self._name, share)
-        admission._enter(self._name, share)
+        admission._enter(self._name, share, self._body)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -87,27 +96,58 @@ class Admission:
         self._reserved: dict[str, _Gate] = {}
         self._tat: dict[str, float] = {}  # GCRA: each token's theoretical arrival time
         self._reply_tat: dict[str, float] = {}  # the same for bytes of replies
+        self._body_tat: dict[str, float] = {}  # and for bytes of request bodies
 
-    def request(self, name: str, share: Share) -> Admitted:
-        """``async with`` it: one request of token ``name`` admitted, or 429 raised."""
-        return Admitted(self, name, share)
+    def request(self, name: str, share: Share, body: int = 0) -> Admitted:
+        """``async with`` it: one request of token ``name`` admitted, or 429 raised;
+        ``body``: the bytes of its body not charged yet (see ``refusal``)."""
+        return Admitted(self, name, share, body)
 
     @property
     def shares_rate(self) -> bool:
         """Rates are counted in Redis, for every gateway process (limits.shared_rate)."""
         return self._shared_rate is not None
 
-    def _enter(self, name: str, share: Share) -> None:
+    def refusal(self, name: str, share: Share, body: int) -> TooManyRequests | None:
+        """Before a large body is read: the 429 the request would get now, if any; else
+        its ``body`` bytes are charged to the token's body budget at once, so that one
+        token's uploads started together are counted as they start, not once each is in.
+
+        Only judges (the request is admitted later, with its body): a token that is
+        refused here costs no reading and no parsing of what it sends.
+        """
+        try:
+            if share.reply_rate:
+                self._check_replies(name, share)
+            if share.rate and self._shared_rate is None and \
+                    (wait := self._rate_wait(name, share)[1]) > 0:
+                raise _over_rate(name, share, wait)
+            if share.concurrency:
+                self._check_concurrency(name, share, self._in_flight.get(name, 0))
+            if share.body_rate:
+                self._take_body(name, share, body)
+        except TooManyRequests as refused:
+            return refused
+        return None
+
+    def _enter(self, name: str, share: Share, body: int) -> None:
         if share.reply_rate:
             self._check_replies(name, share)
+        if share.body_rate and body:
+            self._take_body(name, share, body)
         if share.rate and self._shared_rate is None:
             self._take_rate(name, share)
         count = self._in_flight.get(name, 0)
-        if share.concurrency and count >= share.concurrency:
+        if share.concurrency:
+            self._check_concurrency(name, share, count)
+        self._in_flight[name] = count + 1
+
+    @staticmethod
+    def _check_concurrency(name: str, share: Share, count: int) -> None:
+        if count >= share.concurrency:
             raise _limited(TooManyRequests(
                 f"token '{name}' has {count} requests in flight, its limit "
                 f"(limits.token_concurrency, or the token's concurrency); retry shortly"))
-        self._in_flight[name] = count + 1
 
     def _leave(self, name: str, share: Share, reply_bytes: int) -> None:
         if share.reply_rate:
@@ -173,15 +213,36 @@ class Admission:
         if len(self._reply_tat) > 100_000:  # tokens gone quiet: their entries are stale
             self._reply_tat = {k: v for k, v in self._reply_tat.items() if v > now}
 
-    def _take_rate(self, name: str, share: Share) -> None:
+    def _take_body(self, name: str, share: Share, size: int) -> None:
+        """A GCRA over bytes of bodies, charged as a body starts (or, for one not judged
+        before it was read, when its request is admitted); like the reply budget, a
+        token may run into debt once, then waits until the debt is paid off."""
+        now = time.monotonic()
+        tat = max(self._body_tat.get(name, now), now)
+        wait = tat - now - 1.0  # 1 s of burst
+        if wait > 0:
+            raise _limited(TooManyRequests(
+                f"token '{name}' is over its budget of {share.body_rate:g} bytes of request "
+                f"bodies per second (limits.token_body_rate, or the token's body_rate); "
+                f"retry in {wait:.3f} s", retry_after=wait, reason="body_rate"))
+        self._body_tat[name] = tat + size / share.body_rate
+        if len(self._body_tat) > 100_000:  # tokens gone quiet: their entries are stale
+            self._body_tat = {k: v for k, v in self._body_tat.items() if v > now}
+
+    def _rate_wait(self, name: str, share: Share) -> tuple[float, float]:
+        """(the token's next theoretical arrival time, seconds to wait before one more)."""
         interval, tolerance = _gcra(share)
         now = time.monotonic()
         tat = max(self._tat.get(name, now), now)
-        wait = tat - tolerance - now
+        return tat + interval, tat - tolerance - now
+
+    def _take_rate(self, name: str, share: Share) -> None:
+        tat, wait = self._rate_wait(name, share)
         if wait > 0:
             raise _over_rate(name, share, wait)
-        self._tat[name] = tat + interval
+        self._tat[name] = tat
         if len(self._tat) > 100_000:  # tokens gone quiet: their entries are stale
+            now = time.monotonic()
             self._tat = {k: v for k, v in self._tat.items() if v > now}
 
     async def _take_shared_rate(self, name: str, share: Share) -> None:

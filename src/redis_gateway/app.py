@@ -56,6 +56,7 @@ from .http import (
     Send,
     SyncTokens,
     bearer_token,
+    graphql_token,
     json_body,
     read_body,
 )
@@ -180,16 +181,24 @@ class Gateway:
             return
         method: str = scope["method"]
         limits = self.settings.limits
-        try:
-            body = await read_body(scope, receive, limits.max_body_bytes, limits.body_timeout)
-        except GatewayError as exc:  # the body is not all read: the stream is not trusted
-            response = _error(exc)
+        request = Request(method, scope["path"], scope.get("raw_path") or
+                          scope["path"].encode(), scope.get("query_string", b""),
+                          scope["headers"], b"")
+        declared = request.header(b"content-length")
+        response = None
+        if declared is not None and declared.isdigit() and \
+                limits.max_header_bytes < int(declared) <= limits.max_body_bytes:
+            response = self.judge_body(request, int(declared))
+        if response is None:
+            try:
+                request.body = await read_body(scope, receive, limits.max_body_bytes,
+                                               limits.body_timeout)
+            except GatewayError as exc:
+                response = _error(exc)
+        if response is not None:  # the body is not (all) read: the stream is not trusted
             response.headers += [(b"connection", b"close"),
                                  (b"x-request-id", self.observer.ids.next())]
         else:
-            request = Request(method, scope["path"], scope.get("raw_path") or
-                              scope["path"].encode(), scope.get("query_string", b""),
-                              scope["headers"], body)
             response = await self.handle(request)
             if type(response) is StreamingResponse:
                 await send_asgi(response, receive, send)
@@ -250,6 +259,21 @@ class Gateway:
                 self.executor.enforcement(backend.name), backend,
                 [p.policy for p in principals if p.backend == backend.name])
 
+    def judge_body(self, request: Request, length: int) -> Response | None:
+        """Before a large body is read (``request`` has its head only): the 429 a known
+        token over its share gets now, or None, its ``length`` charged to the token's
+        body budget (``Admission.refusal``). An unknown token is judged when its
+        request runs, as every other."""
+        token = bearer_token(request) or graphql_token(request)
+        principal = self.tokens.known_now(token) if token else None
+        if principal is None:
+            return None
+        refused = self.admission.refusal(principal.name, principal.share, length)
+        if refused is not None:
+            return _error(refused)
+        request.body_charged = bool(principal.share.body_rate)
+        return None
+
     def hub(self, principal: Principal) -> Hub:
         """The pub/sub hub of the principal's backend (``streams/hub.py``)."""
         return self.hubs[principal.backend]
@@ -309,7 +333,8 @@ class Gateway:
             else:
                 principal = await self.tokens.authenticate(bearer_token(request))
                 record.token = principal.name
-                async with self.admission.request(principal.name, principal.share) as admitted:
+                async with self.admission.request(principal.name, principal.share,
+                                                  request.unjudged_body()) as admitted:
                     try:
                         response = await self.rest.handle(request, principal, path)
                     except ReplyTooLarge as exc:

@@ -33,7 +33,7 @@ from .admission import Share
 from .errors import BadRequest, RedisUnavailable, Unauthorized
 from .observe import metrics
 from .policy import Policy, RuleError, parse
-from .settings import Settings
+from .settings import SHARE_KEYS, Settings
 
 log = logging.getLogger("redis_gateway.auth")
 
@@ -69,6 +69,7 @@ class TokenRecord:
     rate: float | None = None
     burst: int | None = None
     reply_rate: float | None = None
+    body_rate: float | None = None
 
     def expiry(self) -> dt.datetime | None:
         return dt.datetime.fromisoformat(self.expires) if self.expires else None
@@ -106,7 +107,7 @@ def check_record(record: TokenRecord, backends: Iterable[str]) -> None:
                              "ISO 8601") from None
     if record.backend not in backends:
         raise BadRequest(f"token '{record.name}': backend '{record.backend}' is not configured")
-    for key in ("concurrency", "reserved", "rate", "burst", "reply_rate"):
+    for key in SHARE_KEYS:
         value = getattr(record, key)
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)
                                   or value < (1 if key in ("concurrency", "reserved") else 0)):
@@ -216,8 +217,7 @@ class TokenStore:
             self._add_static(TokenRecord(
                 name=token.name, hash=token.hash, rules=token.rules,
                 expires=token.expires.isoformat() if token.expires else None,
-                backend=token.backend, concurrency=token.concurrency, reserved=token.reserved,
-                rate=token.rate, burst=token.burst, reply_rate=token.reply_rate,
+                backend=token.backend, **{k: getattr(token, k) for k in SHARE_KEYS},
             ))
         for record in extra:
             self._add_static(record)
@@ -229,9 +229,7 @@ class TokenStore:
         self._redis_cache: dict[str, tuple[Principal | None, float]] = {}
 
     def _principal(self, record: TokenRecord) -> Principal:
-        share = Share.of(self._settings.limits, concurrency=record.concurrency,
-                         reserved=record.reserved, rate=record.rate, burst=record.burst,
-                         reply_rate=record.reply_rate)
+        share = Share.of(self._settings.limits, **{k: getattr(record, k) for k in SHARE_KEYS})
         return Principal(record.name, compile_rules(self._settings, record.rules,
                                                     record.backend),
                          record.backend, record.expiry(), share)
@@ -321,6 +319,15 @@ class TokenStore:
         if len(self._redis_cache) > 4096:
             self._redis_cache.clear()
         self._redis_cache[token_hash] = (principal, now)
+        return principal
+
+    def known_now(self, token: str) -> Principal | None:
+        """``token``'s principal if it is known without asking Redis (configuration, the
+        tokens file, records of the Redis store read lately); None otherwise."""
+        token_hash = hash_token(token)
+        principal = self._static.get(token_hash) or self._from_file.get(token_hash)
+        if principal is None and (cached := self._redis_cache.get(token_hash)):
+            principal = cached[0]
         return principal
 
     async def authenticate(self, token: str | None) -> Principal:

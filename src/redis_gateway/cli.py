@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                              ("--reserved", int, "reserved connections held at once"),
                              ("--rate", float, "requests per second"),
                              ("--burst", int, "requests at once above the rate"),
-                             ("--reply-rate", float, "bytes of replies per second")):
+                             ("--reply-rate", float, "bytes of replies per second"),
+                             ("--body-rate", float, "bytes of request bodies per second")):
         create.add_argument(flag, type=kind, help=f"this token's share: {text} "
                             "(default: the [limits] token_* settings)")
     create.set_defaults(run=_token_create)
@@ -361,8 +362,7 @@ def _token_create(args: argparse.Namespace) -> int:
     record = TokenRecord(
         name=args.name, hash=hash_token(token), rules=args.rules, expires=expires,
         backend=args.backend, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        concurrency=args.concurrency, reserved=args.reserved, rate=args.rate, burst=args.burst,
-        reply_rate=args.reply_rate,
+        **{k: getattr(args, k) for k in settings_mod.SHARE_KEYS},
     )
     check_record(record, settings.backends)
     if settings.token_store == "redis":

@@ -33,7 +33,8 @@ class Request:
     so the front doors never see either's plumbing.
     """
 
-    __slots__ = ("body", "headers", "method", "path", "query_string", "raw_path")
+    __slots__ = ("body", "body_charged", "headers", "method", "path", "query_string",
+                 "raw_path")
 
     def __init__(self, method: str, path: str, raw_path: bytes, query_string: bytes,
                  headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -43,6 +44,13 @@ class Request:
         self.query_string = query_string
         self.headers = headers  # names in lower case
         self.body = body
+        # Its body was charged to its token's body budget before it was read (by its
+        # announced length, see ``Gateway.judge_body``): not charged again when admitted.
+        self.body_charged = False
+
+    def unjudged_body(self) -> int:
+        """The bytes of its body its admission charges (``admission.Admission.request``)."""
+        return 0 if self.body_charged else len(self.body)
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -76,6 +84,20 @@ def bearer_token(request: Request) -> str | None:
     for key, value in query_pairs(request.query_string):
         if key == b"_token" and value:
             return value.decode("utf-8", "replace")
+    return None
+
+
+def graphql_token(request: Request) -> str | None:
+    """The token as AppSync clients send it: ``x-api-key``, or ``Authorization`` with or
+    without ``Bearer``."""
+    api_key = request.header(b"x-api-key")
+    if api_key:
+        return api_key.decode("latin-1").strip()
+    auth = request.header(b"authorization")
+    if auth:
+        text = auth.decode("latin-1").strip()
+        scheme, _, rest = text.partition(" ")
+        return rest.strip() if scheme.lower() == "bearer" else text
     return None
 
 

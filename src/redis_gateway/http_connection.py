@@ -48,6 +48,11 @@ PARSE_STEP = 4096
 # connection is dropped. Closing at once, with the client's data still unread, sends a
 # reset that can destroy the response before the client reads it.
 LINGER_SECONDS = 2.0
+# ... and how much of what it still sends meanwhile is read and dropped. A client that
+# goes on sending a refused body (no Expect: 100-continue) is reset past this: otherwise
+# a token refused by its head would still cost the reading of every byte it sends. Go's
+# net/http draws the same line (256 KiB) for a body its handler did not read.
+LINGER_BYTES = 256 * 1024
 
 _CLOSE = (b"connection", b"close")
 _RETRY_SOON = (b"retry-after", b"1")
@@ -73,9 +78,9 @@ class ServerState:
 class RequestState:
     """One request from its first byte until the app takes it: what the parser gave."""
 
-    __slots__ = ("body", "content_length", "continue_due", "deadline", "expect",
-                 "head_bytes", "headers", "held", "keep_alive", "method", "response", "url",
-                 "version")
+    __slots__ = ("body", "body_charged", "content_length", "continue_due", "deadline",
+                 "expect", "head_bytes", "headers", "held", "keep_alive", "method", "response",
+                 "url", "version")
 
     def __init__(self, deadline: float) -> None:
         self.url = b""
@@ -91,6 +96,7 @@ class RequestState:
         self.held = 0  # memory it holds, as counted against the limits: set when complete
         self.deadline = deadline  # for the rest of it to arrive
         self.response: bytes | None = None  # a refusal, sent instead of running the app
+        self.body_charged = False  # see Request.body_charged
 
     def size(self) -> int:
         """The memory it holds, as counted against the limits."""
@@ -142,6 +148,7 @@ class HttpConnection(asyncio.Protocol):
         self._closing = False  # a last response is queued or sent: nothing more is parsed
         self._finished = False  # the last response is sent
         self._linger_deadline = 0.0
+        self._dropped = 0  # bytes read and dropped after a last response
         self._lost = False
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -183,8 +190,11 @@ class HttpConnection(asyncio.Protocol):
             self._task.cancel()  # the stream waits for its next event: end it now
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
-            return  # after a last response: dropped until the client closes
+        if self._closing:  # after a last response: dropped until the client closes
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self._transport.abort()
+            return
         if self._unparsed:  # sent before reading paused: after what came first
             self._unparsed += data
         elif len(data) <= PARSE_STEP:  # the common case, in one step
@@ -320,6 +330,8 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(503, f"the gateway holds too many bytes of requests not yet answered "
                               f"to take {length} more (limits.max_pending_request_bytes); "
                               "retry later", [_RETRY_SOON])
+        if length > self._max_head:
+            self._judge(request, length)
         if request.expect is None or request.version != "1.1":
             return  # HTTP/1.0 clients are sent no interim responses
         if request.expect.lower() != b"100-continue":
@@ -328,6 +340,17 @@ class HttpConnection(asyncio.Protocol):
             request.continue_due = True  # after the responses before it, in order
         else:
             self._transport.write(_CONTINUE)
+
+    def _judge(self, request: RequestState, length: int) -> None:
+        """The app judges a large body by its head before any of it is read: a token over
+        its share is refused without the gateway reading what it sends."""
+        head = self._request(request, b"")
+        refused = self._state.app.judge_body(head, length)
+        if refused is not None:
+            self._refuse_with(_head(refused.status, [*refused.headers, _CLOSE],
+                                    len(refused.body)) + refused.body)
+            raise _Refused
+        request.body_charged = head.body_charged
 
     def _held(self) -> int:
         """What this connection holds for requests the app has not taken."""
@@ -409,10 +432,13 @@ class HttpConnection(asyncio.Protocol):
                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
         """Answer the request being received with an error, after the responses to the
         requests before it, then close: the rest of the stream cannot be trusted."""
+        self._refuse_with(error_response(status, message, headers))
+
+    def _refuse_with(self, response: bytes) -> None:
         self._current = None
         self._unparsed = b""
         self._closing = True
-        self._queue.append(RequestState.refusal(error_response(status, message, headers)))
+        self._queue.append(RequestState.refusal(response))
         self._settle(self._held())
         self._update_reading()  # read and drop what the client still sends
         self._wake()
@@ -517,12 +543,17 @@ class HttpConnection(asyncio.Protocol):
             request.continue_due = False
             self._transport.write(_CONTINUE)
 
-    async def _run(self, incoming: RequestState) -> None:
+    @staticmethod
+    def _request(incoming: RequestState, body: bytes) -> Request:
         path, _, query = incoming.url.partition(b"?")
-        method = incoming.method.decode("ascii")
+        return Request(incoming.method.decode("ascii"), _decode_path(path), path, query,
+                       incoming.headers, body)
+
+    async def _run(self, incoming: RequestState) -> None:
         body = incoming.body
-        request = Request(method, _decode_path(path), path, query, incoming.headers,
-                          body if type(body) is bytes else bytes(body))
+        request = self._request(incoming, body if type(body) is bytes else bytes(body))
+        request.body_charged = incoming.body_charged
+        method = request.method
         app = self.app_in_use = self._state.app
         try:
             response = await app.handle(request)

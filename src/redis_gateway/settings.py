@@ -114,6 +114,10 @@ class LimitSettings:
     # Bytes of replies per second per token (0: no limit unless the token sets one). Redis's
     # work grows with what it sends: this bounds one token's share of it (in each process).
     token_reply_rate: float = 0.0
+    # Bytes of request bodies per second per token (0: no limit unless the token sets one):
+    # reading and parsing grow with what arrives. A large body is charged, or refused, by
+    # its Content-Length before it is read.
+    token_body_rate: float = 0.0
     # Open client connections; past it a new one is answered 503 and closed.
     max_connections: int = 1000
     max_header_bytes: int = 64 * 1024
@@ -211,6 +215,11 @@ class TokenSettings:
     rate: float | None = None
     burst: int | None = None
     reply_rate: float | None = None
+    body_rate: float | None = None
+
+
+# A token's share, as TokenSettings and token records name its parts (admission.Share).
+SHARE_KEYS = ("concurrency", "reserved", "rate", "burst", "reply_rate", "body_rate")
 
 
 @dataclass(frozen=True)
@@ -396,7 +405,7 @@ def _finish(settings: Settings) -> Settings:
             raise SettingsError(
                 f"{where}.backend: '{token.backend}' is not one of {', '.join(sorted(backends))}"
             )
-        for key in ("concurrency", "reserved", "rate", "burst", "reply_rate"):
+        for key in SHARE_KEYS:
             value = getattr(token, key)
             if value is not None and value < (1 if key in ("concurrency", "reserved") else 0):
                 raise SettingsError(f"{where}.{key}: {value} is out of range")
@@ -443,7 +452,8 @@ def _check_observability(settings: Settings) -> None:
 
 
 ENFORCEMENT_MODES = ("managed", "mapped", "gateway")
-_MAY_BE_ZERO = frozenset({"token_rate", "token_burst", "token_reply_rate"})
+_MAY_BE_ZERO = frozenset({"token_rate", "token_burst", "token_reply_rate",
+                          "token_body_rate"})
 _TOPOLOGY_LISTS = {"replicas": "replicas", "sentinels": "sentinel", "seeds": "cluster"}
 
 

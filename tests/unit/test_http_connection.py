@@ -21,6 +21,7 @@ from redis_gateway.errors import LimitExceeded, RequestTimeout
 from redis_gateway.http import JSON_TYPE, Request, Response, json_body, read_body
 from redis_gateway.http_connection import (
     HEADER_COST,
+    LINGER_BYTES,
     PARSE_STEP,
     REQUEST_COST,
     HttpConnection,
@@ -83,6 +84,7 @@ class EchoApp:
     def __init__(self) -> None:
         self.seen: list[Request] = []
         self.held: dict[str, asyncio.Event] = {}
+        self.judged: list[tuple[str, int]] = []
 
     def hold(self, path: str) -> asyncio.Event:
         self.held[path] = asyncio.Event()
@@ -95,6 +97,14 @@ class EchoApp:
             await gate.wait()
         return Response(200, json_body({"method": request.method, "path": request.path,
                                         "body": request.body.decode()}), [JSON_TYPE])
+
+    def judge_body(self, request: Request, length: int) -> Response | None:
+        """Large bodies to /refused are refused by their head (as a token over its share)."""
+        self.judged.append((request.path, length))
+        if request.path == "/refused":
+            return Response(429, json_body({"error": "over its share"}),
+                            [JSON_TYPE, (b"retry-after", b"2")])
+        return None
 
     async def warm_up(self) -> None:
         pass
@@ -420,6 +430,24 @@ async def test_an_announced_body_that_cannot_fit_is_refused_before_100_continue(
     assert [r.status for r in responses(bytes(transport.sent))] == [503]
 
 
+async def test_the_app_judges_a_large_body_by_its_head_before_it_is_read(
+        make: Make, app: EchoApp) -> None:
+    conn, transport = make(max_header_bytes=1000)
+    conn.data_received(b"POST /refused HTTP/1.1\r\nContent-Length: 5000\r\n"
+                       b"Expect: 100-continue\r\n\r\n")
+    await until(lambda: transport.eof)
+    (refused,) = responses(bytes(transport.sent))  # no 100 Continue before it
+    assert refused.status == 429 and refused.headers[b"retry-after"] == b"2"
+    assert refused.headers[b"connection"] == b"close"
+    assert app.judged == [("/refused", 5000)] and not app.seen
+    # A body within the connection's own allowance is not judged before it is read.
+    conn, transport = make(max_header_bytes=1000)
+    conn.data_received(post("/refused", b"x" * 900))
+    await until(lambda: transport.sent)
+    assert responses(bytes(transport.sent))[0].status == 200
+    assert app.judged == [("/refused", 5000)]
+
+
 async def test_memory_estimates_cover_what_queued_requests_take(make: Make,
                                                                 app: EchoApp) -> None:
     for headers in (0, 1, 20):
@@ -524,6 +552,20 @@ async def test_a_refused_connection_lingers_then_is_dropped(make: Make, clock: C
     assert not transport.aborted  # the client has time to read its answer
     conn.expire(clock.advance(2))
     assert transport.aborted
+
+
+async def test_a_refused_client_that_keeps_sending_is_reset(make: Make, app: EchoApp) -> None:
+    """What comes after a refusal is read and dropped only up to LINGER_BYTES: a client
+    sending a refused body anyway does not make the gateway read all of it."""
+    conn, transport = make(max_header_bytes=1000)
+    conn.data_received(b"POST /refused HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n")
+    await until(lambda: transport.eof)
+    chunk = b"x" * 65536
+    for _ in range(LINGER_BYTES // len(chunk)):
+        conn.data_received(chunk)
+    assert not transport.aborted  # within the linger allowance: the client may read the 429
+    conn.data_received(chunk)
+    assert transport.aborted and not app.seen
 
 
 async def test_connections_past_the_cap_get_503_and_the_others_are_served(

@@ -33,7 +33,7 @@ from ..admission import Admission
 from ..auth import Principal, TokenStore
 from ..errors import TooManyRequests, Unauthorized
 from ..executor import Executor
-from ..http import JSON_TYPE, Request, Response, bearer_token, json_body
+from ..http import JSON_TYPE, Request, Response, bearer_token, graphql_token, json_body
 from ..settings import Settings
 from .batch import Batch
 from .documents import DocumentChecker
@@ -62,18 +62,6 @@ def _failure(status: int, error_type: str, message: str,
     if status == 401:
         headers.append((b"x-amzn-errortype", error_type.encode()))
     return Response(status, json_body({"errors": [error]}), headers)
-
-
-def graphql_token(request: Request) -> str | None:
-    api_key = request.header(b"x-api-key")
-    if api_key:
-        return api_key.decode("latin-1").strip()
-    auth = request.header(b"authorization")
-    if auth:
-        text = auth.decode("latin-1").strip()
-        scheme, _, rest = text.partition(" ")
-        return rest.strip() if scheme.lower() == "bearer" else text
-    return None
 
 
 class GraphQLEndpoint:
@@ -124,7 +112,8 @@ class GraphQLEndpoint:
         if variables is not None and not isinstance(variables, dict):
             return _failure(400, _MALFORMED, "variables must be a JSON object.")
         try:
-            async with self._admission.request(principal.name, principal.share) as admitted:
+            async with self._admission.request(principal.name, principal.share,
+                                               request.unjudged_body()) as admitted:
                 if wants_events(request):
                     # graphql-sse: opening it is admitted like a request (the token's share
                     # and rate); what it streams is bounded by the streams limits.

@@ -40,7 +40,8 @@ class Sink:
         or ASK) or "failover" (Sentinel made it the primary)."""
 
     def rate_limited(self, reason: str) -> None:
-        """A request refused with 429: "concurrency", "rate", "reply_rate", "reserved"."""
+        """A request refused with 429: "concurrency", "rate", "reply_rate", "body_rate",
+        "reserved"."""
 
     def token_reload(self, source: str) -> None:
         """Tokens read again: "file" (the tokens file changed) or "redis" (a cache miss)."""
