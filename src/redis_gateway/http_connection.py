@@ -54,6 +54,11 @@ LINGER_SECONDS = 2.0
 # net/http draws the same line (256 KiB) for a body its handler did not read.
 LINGER_BYTES = 256 * 1024
 
+# After a 429, the connection is not read for the Retry-After it was told (at most this
+# long): a client that pipelines on regardless waits in its own socket buffer instead of
+# costing a refusal per request. One who honours Retry-After never notices.
+MAX_HOLD_SECONDS = 1.0
+
 _CLOSE = (b"connection", b"close")
 _RETRY_SOON = (b"retry-after", b"1")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -149,6 +154,7 @@ class HttpConnection(asyncio.Protocol):
         self._finished = False  # the last response is sent
         self._linger_deadline = 0.0
         self._dropped = 0  # bytes read and dropped after a last response
+        self._hold: asyncio.TimerHandle | None = None  # after a 429: see MAX_HOLD_SECONDS
         self._lost = False
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -185,6 +191,8 @@ class HttpConnection(asyncio.Protocol):
         self._queued_bytes = 0
         self._unparsed = b""
         self._settle(0)
+        if self._hold is not None:
+            self._hold.cancel()
         self._wake()
         if self._streaming and self._task is not None:
             self._task.cancel()  # the stream waits for its next event: end it now
@@ -373,7 +381,8 @@ class HttpConnection(asyncio.Protocol):
         """Stop taking requests: the client is not reading its responses, too many wait,
         or they hold more than the shared budget allows (until the app takes them)."""
         return (self._write_paused or len(self._queue) >= self._max_queue
-                or bool(self._queue and self._charged and self._over_budget()))
+                or bool(self._queue and self._charged and self._over_budget())
+                or self._hold is not None)
 
     def _update_reading(self) -> None:
         """Read while the connection may take more; otherwise data waits in the socket."""
@@ -511,7 +520,7 @@ class HttpConnection(asyncio.Protocol):
         while not self._lost:
             # A response is produced only when the client has read the ones before it
             # down to the high-water mark: an unread connection holds at most one more.
-            if not self._queue or self._write_paused:
+            if not self._queue or self._write_paused or self._hold is not None:
                 self._wakeup = self._loop.create_future()
                 await self._wakeup
                 self._wakeup = None
@@ -577,6 +586,20 @@ class HttpConnection(asyncio.Protocol):
                      incoming.version)
         # HEAD: the length of the body a GET would have had, and no body.
         self._transport.write(head if method == "HEAD" else head + response.body)
+        if response.status == 429:
+            self._hold_after(response)
+
+    def _hold_after(self, refused: Response) -> None:
+        """Read nothing more from this client for the Retry-After of its 429."""
+        wait = next((v for k, v in refused.headers if k == b"retry-after"), b"1")
+        delay = min(float(wait) if wait.isdigit() else 1.0, MAX_HOLD_SECONDS)
+        self._hold = self._loop.call_later(delay, self._release)
+        self._update_reading()
+
+    def _release(self) -> None:
+        self._hold = None
+        self._update_reading()
+        self._wake()
 
     async def _stream(self, response: StreamingResponse, incoming: RequestState) -> None:
         """A body written as it is produced; the connection closes after it."""

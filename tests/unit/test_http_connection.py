@@ -22,6 +22,7 @@ from redis_gateway.http import JSON_TYPE, Request, Response, json_body, read_bod
 from redis_gateway.http_connection import (
     HEADER_COST,
     LINGER_BYTES,
+    MAX_HOLD_SECONDS,
     PARSE_STEP,
     REQUEST_COST,
     HttpConnection,
@@ -95,6 +96,9 @@ class EchoApp:
         gate = self.held.get(request.path)
         if gate is not None:
             await gate.wait()
+        if request.path == "/limited":  # as a token over its rate
+            return Response(429, json_body({"error": "over its rate"}),
+                            [JSON_TYPE, (b"retry-after", b"1")])
         return Response(200, json_body({"method": request.method, "path": request.path,
                                         "body": request.body.decode()}), [JSON_TYPE])
 
@@ -552,6 +556,22 @@ async def test_a_refused_connection_lingers_then_is_dropped(make: Make, clock: C
     assert not transport.aborted  # the client has time to read its answer
     conn.expire(clock.advance(2))
     assert transport.aborted
+
+
+async def test_after_a_429_the_connection_is_not_read_for_its_retry_after(
+        make: Make, app: EchoApp, clock: Clock) -> None:
+    """A client pipelining past its share costs one refusal per Retry-After, not one per
+    request: what it sends meanwhile waits, unread."""
+    conn, transport = make()
+    conn.data_received(get("/limited") + get("/next"))
+    await until(lambda: transport.sent)
+    assert [r.status for r in responses(bytes(transport.sent))] == [429]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert [r.path for r in app.seen] == ["/limited"] and not transport.reading
+    clock.advance(MAX_HOLD_SECONDS)
+    await until(lambda: len(responses(bytes(transport.sent))) == 2)
+    assert [r.path for r in app.seen] == ["/limited", "/next"] and transport.reading
 
 
 async def test_a_refused_client_that_keeps_sending_is_reset(make: Make, app: EchoApp) -> None:
