@@ -54,9 +54,10 @@ LINGER_SECONDS = 2.0
 # net/http draws the same line (256 KiB) for a body its handler did not read.
 LINGER_BYTES = 256 * 1024
 
-# After a 429, the connection is not read for the Retry-After it was told (at most this
-# long): a client that pipelines on regardless waits in its own socket buffer instead of
-# costing a refusal per request. One who honours Retry-After never notices.
+# A 429 is sent after the Retry-After it tells (at most this long), and the connection is
+# not read meanwhile: a client that does not wait (pipelining on, or reconnecting at once
+# after each refusal) costs one refusal per second per connection, not one per request,
+# its requests waiting in its own socket buffer. One who honours Retry-After never notices.
 MAX_HOLD_SECONDS = 1.0
 
 _CLOSE = (b"connection", b"close")
@@ -84,8 +85,8 @@ class RequestState:
     """One request from its first byte until the app takes it: what the parser gave."""
 
     __slots__ = ("body", "body_charged", "content_length", "continue_due", "deadline",
-                 "expect", "head_bytes", "headers", "held", "keep_alive", "method", "response",
-                 "url", "version")
+                 "expect", "head_bytes", "headers", "held", "hold", "keep_alive", "method",
+                 "response", "url", "version")
 
     def __init__(self, deadline: float) -> None:
         self.url = b""
@@ -102,15 +103,17 @@ class RequestState:
         self.deadline = deadline  # for the rest of it to arrive
         self.response: bytes | None = None  # a refusal, sent instead of running the app
         self.body_charged = False  # see Request.body_charged
+        self.hold = 0.0  # seconds before its refusal is sent (a 429: MAX_HOLD_SECONDS)
 
     def size(self) -> int:
         """The memory it holds, as counted against the limits."""
         return REQUEST_COST + self.head_bytes + len(self.headers) * HEADER_COST + len(self.body)
 
     @classmethod
-    def refusal(cls, response: bytes) -> RequestState:
+    def refusal(cls, response: bytes, hold: float = 0.0) -> RequestState:
         refused = cls(0.0)
         refused.response = response
+        refused.hold = hold
         return refused
 
 
@@ -154,7 +157,7 @@ class HttpConnection(asyncio.Protocol):
         self._finished = False  # the last response is sent
         self._linger_deadline = 0.0
         self._dropped = 0  # bytes read and dropped after a last response
-        self._hold: asyncio.TimerHandle | None = None  # after a 429: see MAX_HOLD_SECONDS
+        self._hold: asyncio.TimerHandle | None = None  # before a 429: see MAX_HOLD_SECONDS
         self._lost = False
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -356,7 +359,8 @@ class HttpConnection(asyncio.Protocol):
         refused = self._state.app.judge_body(head, length)
         if refused is not None:
             self._refuse_with(_head(refused.status, [*refused.headers, _CLOSE],
-                                    len(refused.body)) + refused.body)
+                                    len(refused.body)) + refused.body,
+                              _hold_for(refused) if refused.status == 429 else 0.0)
             raise _Refused
         request.body_charged = head.body_charged
 
@@ -443,11 +447,11 @@ class HttpConnection(asyncio.Protocol):
         requests before it, then close: the rest of the stream cannot be trusted."""
         self._refuse_with(error_response(status, message, headers))
 
-    def _refuse_with(self, response: bytes) -> None:
+    def _refuse_with(self, response: bytes, hold: float = 0.0) -> None:
         self._current = None
         self._unparsed = b""
         self._closing = True
-        self._queue.append(RequestState.refusal(response))
+        self._queue.append(RequestState.refusal(response, hold))
         self._settle(self._held())
         self._update_reading()  # read and drop what the client still sends
         self._wake()
@@ -520,7 +524,7 @@ class HttpConnection(asyncio.Protocol):
         while not self._lost:
             # A response is produced only when the client has read the ones before it
             # down to the high-water mark: an unread connection holds at most one more.
-            if not self._queue or self._write_paused or self._hold is not None:
+            if not self._queue or self._write_paused:
                 self._wakeup = self._loop.create_future()
                 await self._wakeup
                 self._wakeup = None
@@ -533,6 +537,8 @@ class HttpConnection(asyncio.Protocol):
             if not self._reading:
                 self._update_reading()
             if request.response is not None:
+                if request.hold:
+                    await self._pause(request.hold)
                 self._finish(request.response)
                 return
             await self._run(request)
@@ -572,6 +578,8 @@ class HttpConnection(asyncio.Protocol):
                                 [JSON_TYPE])
         finally:
             self.app_in_use = None
+        if response.status == 429:
+            await self._pause(_hold_for(response))
         if self._transport.is_closing():
             if type(response) is StreamingResponse:
                 await close_stream(response.stream)
@@ -586,15 +594,15 @@ class HttpConnection(asyncio.Protocol):
                      incoming.version)
         # HEAD: the length of the body a GET would have had, and no body.
         self._transport.write(head if method == "HEAD" else head + response.body)
-        if response.status == 429:
-            self._hold_after(response)
 
-    def _hold_after(self, refused: Response) -> None:
-        """Read nothing more from this client for the Retry-After of its 429."""
-        wait = next((v for k, v in refused.headers if k == b"retry-after"), b"1")
-        delay = min(float(wait) if wait.isdigit() else 1.0, MAX_HOLD_SECONDS)
-        self._hold = self._loop.call_later(delay, self._release)
+    async def _pause(self, seconds: float) -> None:
+        """Before a 429: read nothing from this client for a while (MAX_HOLD_SECONDS)."""
+        self._hold = self._loop.call_later(seconds, self._release)
         self._update_reading()
+        while self._hold is not None and not self._lost:
+            self._wakeup = self._loop.create_future()
+            await self._wakeup
+            self._wakeup = None
 
     def _release(self) -> None:
         self._hold = None
@@ -635,6 +643,12 @@ def error_response(status: int, message: str,
     """A whole response for a request the app never sees; the connection closes after it."""
     body = json_body({"error": message})
     return _head(status, [JSON_TYPE, _CLOSE, *(headers or [])], len(body)) + body
+
+
+def _hold_for(refused: Response) -> float:
+    """How long a 429 waits before it is sent: its Retry-After, at most MAX_HOLD_SECONDS."""
+    wait = next((v for k, v in refused.headers if k == b"retry-after"), b"")
+    return min(float(wait) if wait.isdigit() else MAX_HOLD_SECONDS, MAX_HOLD_SECONDS)
 
 
 def _decode_path(raw: bytes) -> str:
