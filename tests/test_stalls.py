@@ -42,7 +42,8 @@ def server() -> Iterator[RedisServer]:
 def gw(server: RedisServer) -> Iterator[GatewayProcess]:
     g = GatewayProcess(server.url, config_extra=LIMITS, rules={
         "admin": "admin", "rw": "read-write", "ro": "read-only"})
-    for name, share in (("throttled", "rate = 2\nburst = 2"), ("limited", "concurrency = 3"),
+    for name, share in (("throttled", "rate = 2\nburst = 2"), ("paced", "rate = 2\nburst = 2"),
+                        ("limited", "concurrency = 3"),
                         ("bytes", "reply_rate = 100000")):
         g.tokens[name] = new_token()
         g.config_extra += g.token_table(name, "read-write", g.tokens[name], share)
@@ -164,6 +165,26 @@ def test_a_token_over_its_rate_gets_429_and_others_do_not(gw: GatewayProcess) ->
     assert limited, [r.status_code for r in statuses]
     assert 0 < int(limited[0].headers["retry-after"]) <= 1
     assert post(gw, "rw", "/", ["PING"]).status_code == 200
+
+
+def test_a_client_pipelining_past_its_rate_gets_one_refusal_per_retry_after(
+        gw: GatewayProcess) -> None:
+    """Each 429 is sent after its Retry-After, the connection unread meanwhile: by then the
+    rate has room again, so a refusal is followed by answers instead of a refusal for
+    every request sent meanwhile (rate 2/s, burst 2: without the wait, [200, 200, 429 x 4])."""
+    request = (b"POST / HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "
+               + gw.tokens["paced"].encode() + b"\r\nContent-Length: 8\r\n\r\n"
+               b'["PING"]')
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(request * 6)
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 6:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+    assert statuses[:3] == [200, 200, 429], statuses
+    assert all(statuses[i + 1] == 200 for i in range(5) if statuses[i] == 429), statuses
 
 
 def test_a_token_over_its_concurrency_gets_429(gw: GatewayProcess) -> None:
