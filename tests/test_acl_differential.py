@@ -366,8 +366,8 @@ COUNTS = st.one_of(
                      b"-0x10", b"-7\x00", b""]),
     st.binary(max_size=6),
 )
-WORDS = st.sampled_from([b"withscores", b"WITHSCORES", b"withvalues", b"WithValues",
-                         b"withscores\x00x", b"withscore", b"x"])
+WITH_WORDS = st.sampled_from([b"withscores", b"WITHSCORES", b"withvalues", b"WithValues",
+                              b"withscores\x00x", b"withscore", b"x"])
 
 
 def test_counts_that_repeat_elements_read_as_redis_reads_them(oracle: Oracle) -> None:
@@ -382,7 +382,7 @@ def test_counts_that_repeat_elements_read_as_redis_reads_them(oracle: Oracle) ->
 
     @PARSERS
     @given(name=st.sampled_from(sorted(keys)), count=COUNTS,
-           rest=st.lists(WORDS, max_size=2))
+           rest=st.lists(WITH_WORDS, max_size=2))
     def prop(name: bytes, count: bytes, rest: list[bytes]) -> None:
         args = [count, *rest]
         ours = repeated_elements(name.decode().lower(), [name, keys[name], *args])

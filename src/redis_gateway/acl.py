@@ -26,7 +26,9 @@ from functools import lru_cache
 from .policy import READ, WRITE, Policy
 
 USER_PREFIX = "rgw-"
-_KINDS = {READ: "%R~", WRITE: "%W~", READ | WRITE: "~"}
+# "%RW~", not "~": Redis reads "~*" as allkeys, which reaches the empty key; the pattern
+# "*" of "%RW~*" does not.
+_KINDS = {READ: "%R~", WRITE: "%W~", READ | WRITE: "%RW~"}
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,9 @@ def acl_rules(policy: Policy, db: int) -> tuple[str, ...]:
         rules.append(f"{sign}@{rule.category}" if rule.category else f"{sign}{rule.command}")
     guard = b"" if policy.unrestricted else policy.reserved_prefix
     if policy.all_keys_flag:
-        rules += _key_rules("~", [b"*"], guard) if guard else ["allkeys"]
+        rules += _key_rules("~", [b"*"], guard, empty_key=True) if guard else ["allkeys"]
     for pattern, perms in policy.key_patterns:
-        rules += _key_rules(_KINDS[perms], [pattern], guard)
+        rules += _key_rules(_KINDS[perms], [pattern], guard, empty_key=False)
     if policy.all_channels:
         rules.append("allchannels")
     rules += [f"&{_text(p)}" for p in dict.fromkeys(policy.channel_patterns)]
@@ -91,20 +93,25 @@ def acl_rules(policy: Policy, db: int) -> tuple[str, ...]:
     return tuple(rules)
 
 
-def _key_rules(kind: str, patterns: list[bytes], guard: bytes) -> list[str]:
+def _key_rules(kind: str, patterns: list[bytes], guard: bytes, *, empty_key: bool
+               ) -> list[str]:
     out: list[str] = []
     for pattern in dict.fromkeys(patterns):
-        expanded = everything_but(guard) if guard and pattern == b"*" else [pattern]
+        expanded = everything_but(guard, empty_key=empty_key) if guard and pattern == b"*" \
+            else [pattern]
         out += [kind + _text(p) for p in expanded]
     return out
 
 
-def everything_but(prefix: bytes) -> list[bytes]:
-    """Glob patterns that together match every key not starting with ``prefix``."""
+def everything_but(prefix: bytes, *, empty_key: bool = True) -> list[bytes]:
+    """Glob patterns that together match every key not starting with ``prefix``, the
+    empty key too if ``empty_key``: ``~*`` (allkeys) reaches it, but the pattern ``*``
+    (``%RW~*``) does not, as Redis's glob needs a character to match ``*`` against."""
     patterns = []
     for i in range(len(prefix)):
         head = _escape(prefix[:i])
-        patterns.append(head)  # a key that is a proper prefix of ``prefix`` (or empty)
+        if head or empty_key:
+            patterns.append(head)  # a key that is a proper prefix of ``prefix``
         patterns.append(head + b"[^" + _escape_in_class(prefix[i : i + 1]) + b"]*")
     return patterns
 

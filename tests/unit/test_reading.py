@@ -114,11 +114,11 @@ def test_names_with_nul_and_unknown_subcommands_never_resolve() -> None:
 def test_scripts_need_redis_to_enforce_for_restricted_tokens() -> None:
     restricted = Scope(parse("read-write"), db=0, redis_enforces=False)
     with pytest.raises(Forbidden, match="enforcement"):
-        check(restricted, [b"EVAL", b"return 1", b"0"], TABLE, 10)
+        check(restricted, [b"EVAL", b"return 1", b"0"], TABLE, LimitSettings())
     enforced = Scope(parse("read-write"), db=0, redis_enforces=True)
-    assert check(enforced, [b"EVAL", b"return 1", b"0"], TABLE, 10).info is EVAL
+    assert check(enforced, [b"EVAL", b"return 1", b"0"], TABLE, LimitSettings()).info is EVAL
     admin = Scope(parse("admin"), db=0, redis_enforces=False)
-    assert check(admin, [b"EVAL", b"return 1", b"0"], TABLE, 10).info is EVAL
+    assert check(admin, [b"EVAL", b"return 1", b"0"], TABLE, LimitSettings()).info is EVAL
 
 
 def test_guarded_policies_and_their_acl_users() -> None:
