@@ -18,9 +18,10 @@ Neither applies to an unrestricted token (``admin``): it may run ``ACL SETUSER``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .policy import READ, WRITE, Policy
@@ -33,12 +34,25 @@ _KINDS = {READ: "%R~", WRITE: "%W~", READ | WRITE: "%RW~"}
 
 @dataclass(frozen=True)
 class RedisUser:
-    """A Redis user connections authenticate as."""
+    """A Redis user connections authenticate as, and whose connections they are.
+
+    ``lane`` names a token whose commands have shared connections of their own under this
+    user (``lane_of``): its replies, however large, never hold up another token's on the
+    same socket. Connections are grouped by the whole value, lane included; ``AUTH`` uses
+    the username and password only.
+    """
 
     username: str
     password: str
     # ACL SETUSER that makes it exist with its rules (managed); None: it must exist already.
     create: tuple[bytes, ...] | None = None
+    lane: str = ""
+    # For a lane: the user whose connections the lane's token shares when a node has no
+    # room for more groups (max_user_groups).
+    base: RedisUser | None = field(default=None, compare=False, repr=False)
+
+    def lane_of(self, token: str) -> RedisUser:
+        return dataclasses.replace(self, lane=token, base=self)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ class Executor:
             name: Enforcement(name, b, backend_address(b).db)
             for name, b in settings.backends.items()
         }
+        self._own_connections = {name: b.token_connections
+                                 for name, b in settings.backends.items()}
+        self._lanes: dict[tuple[str, str], RedisUser] = {}  # (backend, token) -> its lane
 
     def backend_for(self, principal: Principal) -> Backend:
         return self.backends[principal.backend]
@@ -101,6 +104,20 @@ class Executor:
     def redis_user(self, principal: Principal) -> RedisUser | None:
         """The Redis user the principal's commands run as (None: the gateway's own)."""
         return self.scope(principal).user
+
+    def _shared_user(self, principal: Principal, user: RedisUser | None) -> RedisUser | None:
+        """Whose shared connections carry the principal's commands: its own lane of its
+        Redis user (``backends.<name>.token_connections``), so that no other token's
+        replies come before its own on them."""
+        if user is None or not self._own_connections[principal.backend]:
+            return user
+        key = (principal.backend, principal.name)
+        lane = self._lanes.get(key)
+        if lane is None or lane.base is not user:  # new, or its rules changed
+            if len(self._lanes) > 4096:  # tokens come and go
+                self._lanes.clear()
+            lane = self._lanes[key] = user.lane_of(principal.name)
+        return lane
 
     # checks -----------------------------------------------------------------------
     async def prepare(self, principal: Principal, scope: Scope, argv: Argv,
@@ -204,7 +221,8 @@ class Executor:
                 reusable=prepared.where.reusable, exact=exact,
             )
         else:
-            call = backend.run([prepared.argv], exact=exact, user=scope.user)
+            call = backend.run([prepared.argv], exact=exact,
+                               user=self._shared_user(principal, scope.user))
         if prepared.info.name in _SCRIPT_KILLS:
             call = self._watched(principal, [prepared], call)
         (reply,) = await observed(call, principal, (prepared,))
@@ -247,7 +265,8 @@ class Executor:
                     principal, argvs, timeout=self._block_timeout,
                     reusable=all(w.reusable for w in alone), exact=exact)
             else:
-                call = backend.run(argvs, exact=exact, user=scope.user)
+                call = backend.run(argvs, exact=exact,
+                                   user=self._shared_user(principal, scope.user))
             ran = [p for _, p in runnable]
             replies = await observed(self._watched(principal, ran, call), principal, ran)
             for (i, _), reply in zip(runnable, replies, strict=True):

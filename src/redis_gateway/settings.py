@@ -70,8 +70,14 @@ class BackendSettings:
     # Redis, through existing users named in `users`. "gateway": the gateway alone; then
     # scripts and functions are refused to every token that is not unrestricted.
     enforcement: str = "managed"
-    # Per node: the rule sets whose connections are kept open; past it the least recently
-    # used idle ones are closed (and opened again at their next request).
+    # Each token's commands on shared connections of its own (a lane), so that one
+    # token's large replies never hold up another's on the same socket; false: the tokens
+    # of one rule set share its connections.
+    token_connections: bool = True
+    # Per node: groups of connections kept open, one per rule set and one per token with
+    # a lane. Past it, a token gets no lane of its own (it shares its rule set's) unless a
+    # lane unused for a minute is closed; rule sets' idle groups are closed (and opened
+    # again at their next request).
     max_user_groups: int = 64
     # enforcement = "mapped": the user for each rule set, keyed by the rules as tokens
     # write them, e.g. users."read-only" = { username = "gw-ro", password = "..." }.

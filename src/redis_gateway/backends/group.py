@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -66,6 +67,7 @@ class ConnectionGroup:
         self._reserved = slots
         self._max_reserved = max_reserved
         self._in_use = 0  # reserved connections this group's requests hold (for /metrics)
+        self.used = time.monotonic()  # when it last ran shared commands (lanes: node.py)
         self._reconnect = Refresher(
             self._reconnect_shared, backoff=limits.reconnect_backoff, logger=log,
             recovered=f"Redis at {address.display()} answers again")
@@ -73,6 +75,7 @@ class ConnectionGroup:
     def run(self, commands: Sequence[Argv], *, exact: int | None = None
             ) -> Awaitable[list[Any]]:
         """The commands back to back on a shared connection; their replies in order."""
+        self.used = time.monotonic()
         first = self._shared[0]
         if exact is None and len(self._shared) == 1 and first is not None and first.alive:
             # The usual case, without a coroutine of its own: one shared connection, up.

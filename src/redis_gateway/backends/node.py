@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -29,6 +30,10 @@ from .group import ConnectionGroup, Prepare
 log = logging.getLogger("redis_gateway.backends")
 
 Endpoint = tuple[str, int]  # (host, port), as topologies name their nodes
+
+# A token's own connections (a lane, see acl.RedisUser) unused this long may be closed
+# to make room for another token's when a node has max_user_groups groups.
+LANE_IDLE_SECONDS = 60.0
 
 # A replica answering these has no data to read right now; its primary has.
 REPLICA_NOT_READY = ("LOADING ", "MASTERDOWN ")
@@ -63,7 +68,8 @@ class Node:
         # Each token rule set's, by the Redis user it runs as (enforcement.py), oldest
         # first.
         self._groups: dict[RedisUser, ConnectionGroup] = {}
-        self._made: set[RedisUser] = set()  # managed users known to exist on this node
+        self._made: set[str] = set()  # managed users known to exist on this node
+        self._lanes_full_until = 0.0  # no room for a lane: not looked for again until then
         self._making = asyncio.Lock()
         self._table: CommandTable | None = None
 
@@ -80,6 +86,8 @@ class Node:
         group = self._groups.get(user)
         if group is not None:
             return group
+        if user.base is not None and not self._room_for_lane():
+            return self.group(user.base)  # the token shares its rule set's connections
         address = dataclasses.replace(self.address, username=user.username,
                                       password=user.password)
         group = self._groups[user] = self._group(
@@ -95,15 +103,33 @@ class Node:
         for user in [u for u, g in self._groups.items() if not g.busy][:max(excess, 0)]:
             self._groups.pop(user).close()
 
+    def _room_for_lane(self) -> bool:
+        """Below max_user_groups, or once a lane idle for LANE_IDLE_SECONDS is closed."""
+        if len(self._groups) < self._settings.max_user_groups:
+            return True
+        now = time.monotonic()
+        if now < self._lanes_full_until:
+            return False
+        for user, group in self._groups.items():
+            if user.lane and not group.busy and now - group.used > LANE_IDLE_SECONDS:
+                self._groups.pop(user).close()
+                return True
+        self._lanes_full_until = now + 1.0  # looked at every group: not on every request
+        return False
+
     def nodes(self) -> list[Node]:
         return [self]
 
     def connection_counts(self) -> list[tuple[str, int, int]]:
         """(rule set, shared, reserved) per connection group: "gateway" for its own, else
         the Redis user a rule set runs as. Read by /metrics, not per request."""
+        counts: dict[str, tuple[int, int]] = {}
+        for user, group in self._groups.items():  # a rule set's lanes count as its own
+            shared, reserved = group.open_counts()
+            before = counts.get(user.username, (0, 0))
+            counts[user.username] = (before[0] + shared, before[1] + reserved)
         return [("gateway", *self.connections.open_counts()),
-                *((user.username, *group.open_counts()) for user, group in
-                  self._groups.items())]
+                *((name, *pair) for name, pair in counts.items())]
 
     async def make_user(self, user: RedisUser) -> None:
         """Make a managed user exist with its rules on this node now, not at first use."""
@@ -112,10 +138,10 @@ class Node:
     async def _make_user(self, user: RedisUser, again: bool) -> None:
         """Create or refresh a managed user with its rules on this node (ACL SETUSER on
         the gateway's own connection), before connections authenticate as it."""
-        if user in self._made and not again:
+        if user.username in self._made and not again:
             return
         async with self._making:
-            if user in self._made and not again:
+            if user.username in self._made and not again:
                 return
             assert user.create is not None
             (reply,) = await self.connections.run([user.create])
@@ -125,7 +151,7 @@ class Node:
                     f"rules ({reply}): the gateway's own Redis user needs ACL SETUSER "
                     "(+acl), or set this backend's enforcement to \"mapped\" or "
                     "\"gateway\"")
-            self._made.add(user)
+            self._made.add(user.username)
 
     @property
     def label(self) -> str:
