@@ -25,7 +25,7 @@ from redis_gateway.connection import Connection
 from redis_gateway.errors import RedisUnavailable
 from redis_gateway.resp import MAX_DEPTH
 
-from support import GatewayProcess, RedisServer, redis_command
+from support import GatewayProcess, RedisServer, command_calls, redis_command
 
 LIMIT = 1 << 20
 RESP2 = {"Upstash-Response-Format": "resp2"}
@@ -102,31 +102,22 @@ def assert_victims_served(victims: list[httpx.Response]) -> None:
         assert (r.status_code, r.json()) == (200, {"result": "mine"})
 
 
-def calls(server: RedisServer, command: str) -> int:
-    """How many times Redis has run ``command`` (INFO commandstats)."""
-    info = redis_command(server.port, "INFO", "commandstats")
-    assert isinstance(info, bytes)
-    line = next((x for x in info.decode().splitlines()
-                 if x.startswith(f"cmdstat_{command}:")), "calls=0,")
-    return int(line.split("calls=")[1].split(",")[0])
-
-
 def test_srandmember_millions_is_refused_before_redis_builds_it(
         bounded: GatewayProcess, redis_server: RedisServer) -> None:
     """A negative count makes that many elements from a one-member set: refused by its
     arguments alone, in every format, and Redis never runs it (its own statistics)."""
-    before = calls(redis_server, "srandmember")
+    before = command_calls(redis_server.port, "srandmember")
     with bounded.client() as c:
         for headers in ({}, RESP2, TYPED2, TYPED3):
             for argv in (["SRANDMEMBER", "app:one", "-3000000"],
                          ["SRANDMEMBER", "app:one", "-9223372036854775807"]):
                 message = error(c.post("/", json=argv, headers=headers), 413)
                 assert "elements from any key" in message and "max_reply_bytes" in message
-        assert calls(redis_server, "srandmember") == before
+        assert command_calls(redis_server.port, "srandmember") == before
         # A count whose reply may fit goes to Redis as it is.
         small = c.post("/", json=["SRANDMEMBER", "app:one", "-1000"])
         assert small.json() == {"result": ["member"] * 1000}
-    assert calls(redis_server, "srandmember") == before + 1
+    assert command_calls(redis_server.port, "srandmember") == before + 1
 
 
 @pytest.mark.parametrize("headers", [{}, RESP2, TYPED2, TYPED3], ids=["json", "resp2",

@@ -18,7 +18,7 @@ import pytest
 
 from redis_gateway.auth import new_token
 
-from support import GatewayProcess, RedisServer, redis_command
+from support import GatewayProcess, RedisServer, command_calls, redis_command
 
 LIMITS = """
 [limits]
@@ -43,7 +43,7 @@ def gw(server: RedisServer) -> Iterator[GatewayProcess]:
     g = GatewayProcess(server.url, config_extra=LIMITS, rules={
         "admin": "admin", "rw": "read-write", "ro": "read-only"})
     for name, share in (("throttled", "rate = 2\nburst = 2"), ("paced", "rate = 2\nburst = 2"),
-                        ("limited", "concurrency = 3"),
+                        ("limited", "concurrency = 3"), ("counted", "reply_rate = 60000"),
                         ("bytes", "reply_rate = 100000")):
         g.tokens[name] = new_token()
         g.config_extra += g.token_table(name, "read-write", g.tokens[name], share)
@@ -228,6 +228,24 @@ def test_a_shared_rate_holds_across_gateway_processes(server: RedisServer) -> No
     finally:
         for gw in processes:
             gw.stop()
+
+
+def test_a_count_past_one_second_of_the_reply_budget_is_refused_before_it_is_sent(
+        gw: GatewayProcess, server: RedisServer) -> None:
+    """60 kB/s of replies: at most 10,000 elements (6 bytes each at least, as Redis sends
+    them) from one negative count, whatever max_reply_bytes allows; Redis never sees more."""
+    assert redis_command(server.port, "SADD", "app:one", "m") in (0, 1)
+    before = command_calls(server.port, "srandmember")
+    refused = post(gw, "counted", "/", ["SRANDMEMBER", "app:one", "-10001"])
+    assert refused.status_code == 413
+    assert "one second of this token's budget" in refused.json()["error"]
+    assert command_calls(server.port, "srandmember") == before
+    allowed = post(gw, "counted", "/", ["SRANDMEMBER", "app:one", "-10000"])
+    assert allowed.json() == {"result": ["m"] * 10_000}
+    assert command_calls(server.port, "srandmember") == before + 1
+    # Another token with the same rules and no budget: only max_reply_bytes bounds it.
+    assert len(post(gw, "rw", "/", ["SRANDMEMBER", "app:one", "-20000"]).json()["result"]) \
+        == 20_000
 
 
 def test_a_token_over_its_reply_budget_waits_and_others_do_not(gw: GatewayProcess,

@@ -48,12 +48,16 @@ class Scope:
     Scope per (rules, backend, kind of request), so the verdicts outlive a request.
     """
 
-    __slots__ = ("db", "in_transaction", "policy", "read_only", "redis_enforces", "user",
-                 "verdicts")
+    __slots__ = ("db", "in_transaction", "policy", "read_only", "redis_enforces",
+                 "repeat_cap", "user", "verdicts")
 
     def __init__(self, policy: Policy, db: int, redis_enforces: bool, read_only: bool = False,
-                 in_transaction: bool = False, user: RedisUser | None = None) -> None:
+                 in_transaction: bool = False, user: RedisUser | None = None,
+                 reply_rate: float = 0.0) -> None:
         self.policy = policy
+        # Elements a negative count may have Redis make in one command, for a token with
+        # this reply budget (0: none): one second's worth of it (see _check_repeated).
+        self.repeat_cap = int(reply_rate // MIN_RESP_ELEMENT_BYTES) if reply_rate else -1
         self.user = user  # the Redis user its commands run as (None: the gateway's own)
         self.db = db  # the database of the token's backend
         self.redis_enforces = redis_enforces  # Redis checks the rules too (ACL users)
@@ -150,7 +154,7 @@ def _by_arguments(scope: Scope, info: CommandInfo, argv: Argv, where: Placement,
         raise Forbidden("NOPERM SORT with BY <pattern> or GET reads keys the pattern names, "
                         "which needs read access to every key (~* or %R~*)")
     if info.name in _REPEATED_BY_COUNT:
-        _check_repeated(info, argv, limits.max_reply_bytes)
+        _check_repeated(info, argv, limits.max_reply_bytes, scope.repeat_cap)
     if info.blocking or where.where is Where.RESERVED:
         argv, where = cap_blocking(info, argv, where, limits.max_block_seconds)
     return Prepared(argv, info, where)
@@ -238,19 +242,33 @@ def _sort_reads_patterns(argv: Argv) -> bool:
 # only drop a reply past max_reply_bytes: such a command is refused before it is sent.
 _REPEATED_BY_COUNT = {"srandmember": None, "zrandmember": b"withscores",
                       "hrandfield": b"withvalues"}
-# The fewest bytes one element takes in any output format: "" and a comma in JSON.
+# The fewest bytes one element takes in any output format: "" and a comma in JSON; and
+# as Redis sends it, what a token's reply budget is charged: $0, CRLF, CRLF.
 MIN_ELEMENT_BYTES = 3
+MIN_RESP_ELEMENT_BYTES = 6
 _LONG_MAX = (1 << 63) - 1
 
 
-def _check_repeated(info: CommandInfo, argv: Argv, max_reply_bytes: int) -> None:
+def _check_repeated(info: CommandInfo, argv: Argv, max_reply_bytes: int,
+                    repeat_cap: int) -> None:
+    """Refused before it is sent (nothing charged to the token's reply budget): a count
+    whose reply cannot fit max_reply_bytes, or, for a token with a reply budget, that
+    makes more than one second of it. Redis spends ~0.1 µs an element making such a
+    reply, every client waiting: the budget bounds how long one command of the token's
+    holds Redis, not only how often."""
     elements = repeated_elements(info.name, argv)
+    if not elements:
+        return
+    what = f"{_display(info)} with a count of -{elements} returns {elements} elements " \
+           "from any key that has one"
     if elements * MIN_ELEMENT_BYTES > max_reply_bytes:
-        # Nothing was sent: nothing is charged to the token's reply budget.
-        raise ReplyTooLarge(0, f"{_display(info)} with a count of -{elements} returns "
-                               f"{elements} elements from any key that has one, at least "
-                               f"{elements * MIN_ELEMENT_BYTES} bytes: more than "
-                               f"{max_reply_bytes} (limits.max_reply_bytes); ask for fewer")
+        raise ReplyTooLarge(0, f"{what}, at least {elements * MIN_ELEMENT_BYTES} bytes: "
+                               f"more than {max_reply_bytes} (limits.max_reply_bytes); "
+                               "ask for fewer")
+    if 0 <= repeat_cap < elements:
+        raise ReplyTooLarge(0, f"{what}: more than {repeat_cap}, one second of this "
+                               "token's budget of reply bytes (its reply_rate, or "
+                               "limits.token_reply_rate); ask for fewer")
 
 
 def repeated_elements(name: str, argv: Argv) -> int:

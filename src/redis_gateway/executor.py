@@ -72,7 +72,7 @@ class Executor:
         self._reserved = {name: b.max_dedicated_connections
                           for name, b in settings.backends.items()}
         # Per backend: who enforces the tokens' rules there, and as which Redis users.
-        self._scopes: dict[tuple[Policy, str, bool, bool], Scope] = {}
+        self._scopes: dict[tuple[Policy, str, bool, bool, float], Scope] = {}
         self._enforcement = {
             name: Enforcement(name, b, backend_address(b).db)
             for name, b in settings.backends.items()
@@ -87,7 +87,8 @@ class Executor:
     def scope(self, principal: Principal, *, read_only: bool = False,
               in_transaction: bool = False) -> Scope:
         """The principal's Scope, kept (with its verdicts) for the next request like it."""
-        key = (principal.policy, principal.backend, read_only, in_transaction)
+        reply_rate = principal.share.reply_rate
+        key = (principal.policy, principal.backend, read_only, in_transaction, reply_rate)
         scope = self._scopes.get(key)
         if scope is None:
             if len(self._scopes) > 4096:  # rule sets come and go with tokens
@@ -95,7 +96,8 @@ class Executor:
             enforcement = self._enforcement[principal.backend]
             scope = self._scopes[key] = Scope(principal.policy, enforcement.db,
                                               enforcement.redis_enforces, read_only,
-                                              in_transaction, enforcement.user(principal.policy))
+                                              in_transaction, enforcement.user(principal.policy),
+                                              reply_rate)
         return scope
 
     def enforcement(self, backend: str) -> Enforcement:
