@@ -50,6 +50,16 @@ class RedisUser:
     # For a lane: the user whose connections the lane's token shares when a node has no
     # room for more groups (max_user_groups).
     base: RedisUser | None = field(default=None, compare=False, repr=False)
+    # Every shared command looks its connections up by this value: hashed once, not its
+    # fields (the ACL SETUSER arguments among them) on every request.
+    _hash: int = field(default=0, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.username, self.password, self.create,
+                                                self.lane)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def lane_of(self, token: str) -> RedisUser:
         return dataclasses.replace(self, lane=token, base=self)

@@ -56,6 +56,7 @@ from .http import (
     Send,
     SyncTokens,
     bearer_token,
+    declared_length,
     graphql_token,
     json_body,
     read_body,
@@ -184,14 +185,13 @@ class Gateway:
         request = Request(method, scope["path"], scope.get("raw_path") or
                           scope["path"].encode(), scope.get("query_string", b""),
                           scope["headers"], b"")
-        declared = request.header(b"content-length")
+        declared = declared_length(request)
         response = None
-        if declared is not None and declared.isdigit() and \
-                limits.max_header_bytes < int(declared) <= limits.max_body_bytes:
-            response = self.judge_body(request, int(declared))
+        if declared is not None and limits.max_header_bytes < declared <= limits.max_body_bytes:
+            response = self.judge_body(request, declared)
         if response is None:
             try:
-                request.body = await read_body(scope, receive, limits.max_body_bytes,
+                request.body = await read_body(receive, declared, limits.max_body_bytes,
                                                limits.body_timeout)
             except GatewayError as exc:
                 response = _error(exc)

@@ -101,12 +101,18 @@ def graphql_token(request: Request) -> str | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, timeout: float) -> bytes:
+def declared_length(request: Request) -> int | None:
+    """The body length the request's ``Content-Length`` announces, if it is a number."""
+    declared = request.header(b"content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+async def read_body(receive: Receive, declared: int | None, limit: int, timeout: float
+                    ) -> bytes:
     """An ASGI request's whole body: refused past ``limit`` bytes (before any is read when
-    Content-Length says so, so that no ``100 Continue`` is sent), and past ``timeout``
-    seconds for all of it to arrive."""
-    declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    its ``declared`` length says so, so that no ``100 Continue`` is sent), and past
+    ``timeout`` seconds for all of it to arrive."""
+    if declared is not None and declared > limit:
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0

@@ -617,10 +617,6 @@ async def test_connections_past_the_cap_get_503_and_the_others_are_served(
 
 
 # the ASGI path's body reader (uvicorn, Mangum) --------------------------------------------
-def scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
-    return {"type": "http", "headers": list(headers)}
-
-
 async def test_read_body_joins_the_messages_and_refuses_past_the_limit() -> None:
     parts = iter([b"ab", b"cd", b""])
 
@@ -628,9 +624,9 @@ async def test_read_body_joins_the_messages_and_refuses_past_the_limit() -> None
         body = next(parts)
         return {"type": "http.request", "body": body, "more_body": bool(body)}
 
-    assert await read_body(scope(), receive, 10, 5.0) == b"abcd"
+    assert await read_body(receive, None, 10, 5.0) == b"abcd"
     with pytest.raises(LimitExceeded, match=r"limits\.max_body_bytes"):
-        await read_body(scope((b"content-length", b"11")), receive, 10, 5.0)
+        await read_body(receive, 11, 10, 5.0)
 
 
 async def test_read_body_that_never_comes_is_a_408_and_other_cancels_pass() -> None:
@@ -639,11 +635,11 @@ async def test_read_body_that_never_comes_is_a_408_and_other_cancels_pass() -> N
         raise AssertionError("unreachable")
 
     with pytest.raises(RequestTimeout, match=r"within 0\.05 s \(limits\.body_timeout\)"):
-        await read_body(scope(), never, 10, 0.05)
+        await read_body(never, None, 10, 0.05)
     current = asyncio.current_task()
     assert current is not None and current.cancelling() == 0  # nothing left behind
 
-    reader = asyncio.ensure_future(read_body(scope(), never, 10, 60))
+    reader = asyncio.ensure_future(read_body(never, None, 10, 60))
     await asyncio.sleep(0)
     reader.cancel()  # a cancel from elsewhere (shutdown) stays a cancel
     with pytest.raises(asyncio.CancelledError):
