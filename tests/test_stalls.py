@@ -44,6 +44,7 @@ def gw(server: RedisServer) -> Iterator[GatewayProcess]:
         "admin": "admin", "rw": "read-write", "ro": "read-only"})
     for name, share in (("throttled", "rate = 2\nburst = 2"), ("paced", "rate = 2\nburst = 2"),
                         ("limited", "concurrency = 3"), ("counted", "reply_rate = 60000"),
+                        ("timed", "redis_time = 0.01"),
                         ("bytes", "reply_rate = 100000")):
         g.tokens[name] = new_token()
         g.config_extra += g.token_table(name, "read-write", g.tokens[name], share)
@@ -246,6 +247,24 @@ def test_a_count_past_one_second_of_the_reply_budget_is_refused_before_it_is_sen
     # Another token with the same rules and no budget: only max_reply_bytes bounds it.
     assert len(post(gw, "rw", "/", ["SRANDMEMBER", "app:one", "-20000"]).json()["result"]) \
         == 20_000
+
+
+# Busy for 30 ms of Redis's time (by Redis's own clock), then answers.
+BUSY = ("local s = redis.call('TIME') repeat local n = redis.call('TIME') "
+        "until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) >= 30000 return 1")
+
+
+def test_a_token_over_its_budget_of_redis_time_waits_and_others_do_not(
+        gw: GatewayProcess) -> None:
+    """1% of Redis: a script that holds Redis 30 ms puts the token three seconds in debt;
+    its next request is refused before it reaches Redis, another token's is not."""
+    assert post(gw, "timed", "/", ["EVAL", BUSY, "0"]).json() == {"result": 1}
+    refused = post(gw, "timed", "/", ["GET", "app:k"])
+    assert refused.status_code == 429, refused.text
+    assert "seconds of Redis per second" in refused.json()["error"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 3
+    assert post(gw, "rw", "/", ["EVAL", BUSY, "0"]).status_code == 200
+    assert post(gw, "rw", "/", ["GET", "app:k"]).status_code == 200
 
 
 def test_a_token_over_its_reply_budget_waits_and_others_do_not(gw: GatewayProcess,

@@ -1,5 +1,5 @@
-"""Each token's fair share: requests in flight, request rate, reserved connections, and
-bytes of request bodies and of replies per second.
+"""Each token's fair share: requests in flight, request rate, reserved connections, bytes
+of request bodies and of replies per second, and seconds of Redis per second.
 
 One token cannot take the gateway from the others: past its share it gets 429 with
 ``Retry-After``, and nobody else notices. The rates are GCRAs (generic cell rate
@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from .errors import TooManyRequests
@@ -35,12 +36,13 @@ class Share:
     burst: int = 0  # requests allowed at once; 0: one second's worth of the rate
     reply_rate: float = 0.0  # bytes of replies per second, sustained
     body_rate: float = 0.0  # bytes of request bodies per second, sustained
+    redis_time: float = 0.0  # seconds of Redis answering its commands per second
 
     @classmethod
     def of(cls, limits: LimitSettings, *, concurrency: int | None = None,
            reserved: int | None = None, rate: float | None = None,
            burst: int | None = None, reply_rate: float | None = None,
-           body_rate: float | None = None) -> Share:
+           body_rate: float | None = None, redis_time: float | None = None) -> Share:
         """A token's own values, else the [limits] defaults."""
         return cls(
             concurrency if concurrency is not None else limits.token_concurrency,
@@ -49,6 +51,7 @@ class Share:
             burst if burst is not None else limits.token_burst,
             reply_rate if reply_rate is not None else limits.token_reply_rate,
             body_rate if body_rate is not None else limits.token_body_rate,
+            redis_time if redis_time is not None else limits.token_redis_time,
         )
 
 
@@ -64,24 +67,39 @@ class _Gate:
 
 class Admitted:
     """One admitted request (a class, not a generator-based context manager: this is on
-    every request's path); its front door sets ``reply_bytes``, what its replies took."""
+    every request's path); its front door sets ``reply_bytes``, what its replies took,
+    and the executor adds to ``redis_seconds`` how long Redis took to answer it."""
 
-    __slots__ = ("_admission", "_body", "_name", "_share", "reply_bytes")
+    __slots__ = ("_admission", "_body", "_name", "_reset", "_share", "redis_seconds",
+                 "reply_bytes")
 
     def __init__(self, admission: Admission, name: str, share: Share, body: int) -> None:
         self._admission, self._name, self._share = admission, name, share
         self._body = body
+        self._reset: Token[Admitted | None] | None = None
         self.reply_bytes = 0
+        self.redis_seconds = 0.0
 
     async def __aenter__(self) -> Admitted:
         admission, share = self._admission, self._share
         if share.rate and admission.shares_rate:
             await admission._take_shared_rate(self._name, share)
         admission._enter(self._name, share, self._body)
+        if share.redis_time:
+            self._reset = timed.set(self)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._admission._leave(self._name, self._share, self.reply_bytes)
+        if self._reset is not None:
+            timed.reset(self._reset)
+        self._admission._leave(self._name, self._share, self.reply_bytes,
+                               self.redis_seconds)
+
+
+# The request being served, while its token has a budget of Redis time: the executor adds
+# how long Redis took to answer its commands on shared connections (never the wait of a
+# blocking command: those run on reserved connections, bounded by their own share).
+timed: ContextVar[Admitted | None] = ContextVar("redis_gateway_timed", default=None)
 
 
 # async: (token name, emission interval in ms, tolerance in ms) -> ms to wait (0: allowed)
@@ -97,6 +115,7 @@ class Admission:
         self._tat: dict[str, float] = {}  # GCRA: each token's theoretical arrival time
         self._reply_tat: dict[str, float] = {}  # the same for bytes of replies
         self._body_tat: dict[str, float] = {}  # and for bytes of request bodies
+        self._redis_tat: dict[str, float] = {}  # and for seconds of Redis
 
     def request(self, name: str, share: Share, body: int = 0) -> Admitted:
         """``async with`` it: one request of token ``name`` admitted, or 429 raised;
@@ -119,6 +138,8 @@ class Admission:
         try:
             if share.reply_rate:
                 self._check_replies(name, share)
+            if share.redis_time:
+                self._check_redis(name, share)
             if share.rate and self._shared_rate is None and \
                     (wait := self._rate_wait(name, share)[1]) > 0:
                 raise _over_rate(name, share, wait)
@@ -133,6 +154,8 @@ class Admission:
     def _enter(self, name: str, share: Share, body: int) -> None:
         if share.reply_rate:
             self._check_replies(name, share)
+        if share.redis_time:
+            self._check_redis(name, share)
         if share.body_rate and body:
             self._take_body(name, share, body)
         if share.rate and self._shared_rate is None:
@@ -149,9 +172,11 @@ class Admission:
                 f"token '{name}' has {count} requests in flight, its limit "
                 f"(limits.token_concurrency, or the token's concurrency); retry shortly"))
 
-    def _leave(self, name: str, share: Share, reply_bytes: int) -> None:
+    def _leave(self, name: str, share: Share, reply_bytes: int, redis_seconds: float) -> None:
         if share.reply_rate:
             self._charge_replies(name, share, reply_bytes)
+        if share.redis_time:
+            self._charge_redis(name, share, redis_seconds)
         left = self._in_flight[name] - 1
         if left:
             self._in_flight[name] = left
@@ -212,6 +237,25 @@ class Admission:
         self._reply_tat[name] = max(self._reply_tat.get(name, now), now) + size / share.reply_rate
         if len(self._reply_tat) > 100_000:  # tokens gone quiet: their entries are stale
             self._reply_tat = {k: v for k, v in self._reply_tat.items() if v > now}
+
+    def _check_redis(self, name: str, share: Share) -> None:
+        """Redis runs one command at a time: what one token's take, everyone waits for.
+        A GCRA over seconds of Redis, charged when a request ends with how long Redis
+        took to answer its commands (its round trips: Redis's own work, and the commands
+        of others it waited behind); a token may run into debt once, then waits."""
+        wait = self._redis_tat.get(name, 0.0) - time.monotonic() - 1.0  # 1 s of burst
+        if wait > 0:
+            raise _limited(TooManyRequests(
+                f"token '{name}' is over its budget of {share.redis_time:g} seconds of Redis "
+                f"per second (limits.token_redis_time, or the token's redis_time); retry in "
+                f"{wait:.3f} s", retry_after=wait, reason="redis_time"))
+
+    def _charge_redis(self, name: str, share: Share, seconds: float) -> None:
+        now = time.monotonic()
+        self._redis_tat[name] = max(self._redis_tat.get(name, now), now) + \
+            seconds / share.redis_time
+        if len(self._redis_tat) > 100_000:  # tokens gone quiet: their entries are stale
+            self._redis_tat = {k: v for k, v in self._redis_tat.items() if v > now}
 
     def _take_body(self, name: str, share: Share, size: int) -> None:
         """A GCRA over bytes of bodies, charged as a body starts (or, for one not judged

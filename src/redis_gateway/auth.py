@@ -70,6 +70,7 @@ class TokenRecord:
     burst: int | None = None
     reply_rate: float | None = None
     body_rate: float | None = None
+    redis_time: float | None = None
 
     def expiry(self) -> dt.datetime | None:
         return dt.datetime.fromisoformat(self.expires) if self.expires else None

@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                              ("--rate", float, "requests per second"),
                              ("--burst", int, "requests at once above the rate"),
                              ("--reply-rate", float, "bytes of replies per second"),
-                             ("--body-rate", float, "bytes of request bodies per second")):
+                             ("--body-rate", float, "bytes of request bodies per second"),
+                             ("--redis-time", float, "seconds of Redis per second")):
         create.add_argument(flag, type=kind, help=f"this token's share: {text} "
                             "(default: the [limits] token_* settings)")
     create.set_defaults(run=_token_create)

@@ -87,7 +87,8 @@ class TooManyRequests(GatewayError):
                  reason: str = "concurrency") -> None:
         super().__init__(message)
         self.retry_after = retry_after
-        # Which limit: concurrency, rate, reply_rate, body_rate, reserved (a metric label).
+        # Which limit: concurrency, rate, reply_rate, body_rate, redis_time,
+        # reserved (a metric label).
         self.reason = reason
 
 

@@ -9,11 +9,12 @@ could leave a connection different from how it found it: ``placement.py``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from .acl import RedisUser
-from .admission import Admission
+from .admission import Admission, Admitted, timed
 from .auth import Principal
 from .backends import Backend
 from .backends.node import backend_address
@@ -61,6 +62,16 @@ def _gateway_error(reply: Any) -> GatewayError | None:
         return RedisUnavailable(f"Redis is busy running a script or function and answered: "
                                 f"{text}; retry shortly")
     return None
+
+
+async def _timed(call: Awaitable[list[Any]], admitted: Admitted) -> list[Any]:
+    """``call``, its time added to the request's Redis time (a token with redis_time)
+    whatever its outcome: a reply too large or too deep took Redis's time too."""
+    began = time.perf_counter()
+    try:
+        return await call
+    finally:
+        admitted.redis_seconds += time.perf_counter() - began
 
 
 class Executor:
@@ -217,6 +228,7 @@ class Executor:
         scope = self.scope(principal, read_only=read_only)
         prepared = await self.prepare(principal, scope, argv, await backend.command_table())
         call: Awaitable[list[Any]]
+        admitted = None
         if prepared.where.where is Where.RESERVED:
             call = self._run_reserved(
                 principal, [prepared.argv], timeout=self._block_timeout,
@@ -225,9 +237,13 @@ class Executor:
         else:
             call = backend.run([prepared.argv], exact=exact,
                                user=self._shared_user(principal, scope.user))
+            admitted = timed.get()
         if prepared.info.name in _SCRIPT_KILLS:
             call = self._watched(principal, [prepared], call)
-        (reply,) = await observed(call, principal, (prepared,))
+        if admitted is None:
+            (reply,) = await observed(call, principal, (prepared,))
+        else:
+            (reply,) = await _timed(observed(call, principal, (prepared,)), admitted)
         if isinstance(reply, ReplyError):
             refused = _gateway_error(reply)
             if refused is not None:
@@ -262,6 +278,7 @@ class Executor:
             argvs = [p.argv for _, p in runnable]
             alone = [p.where for _, p in runnable if p.where.where is Where.RESERVED]
             call: Awaitable[list[Any]]
+            admitted = None
             if alone:
                 call = self._run_reserved(
                     principal, argvs, timeout=self._block_timeout,
@@ -269,8 +286,10 @@ class Executor:
             else:
                 call = backend.run(argvs, exact=exact,
                                    user=self._shared_user(principal, scope.user))
+                admitted = timed.get()
             ran = [p for _, p in runnable]
-            replies = await observed(self._watched(principal, ran, call), principal, ran)
+            watched = observed(self._watched(principal, ran, call), principal, ran)
+            replies = await (watched if admitted is None else _timed(watched, admitted))
             for (i, _), reply in zip(runnable, replies, strict=True):
                 results[i] = reply if type(reply) is bytes else _gateway_error(reply) or reply
         return results

@@ -124,6 +124,10 @@ class LimitSettings:
     # reading and parsing grow with what arrives. A large body is charged, or refused, by
     # its Content-Length before it is read.
     token_body_rate: float = 0.0
+    # Seconds of Redis per second per token (0: no limit unless the token sets one): how
+    # long Redis took to answer its commands on shared connections, e.g. 0.05 for a
+    # twentieth of one Redis. What its rate cannot see: what one command costs.
+    token_redis_time: float = 0.0
     # Open client connections; past it a new one is answered 503 and closed.
     max_connections: int = 1000
     max_header_bytes: int = 64 * 1024
@@ -222,10 +226,12 @@ class TokenSettings:
     burst: int | None = None
     reply_rate: float | None = None
     body_rate: float | None = None
+    redis_time: float | None = None
 
 
 # A token's share, as TokenSettings and token records name its parts (admission.Share).
-SHARE_KEYS = ("concurrency", "reserved", "rate", "burst", "reply_rate", "body_rate")
+SHARE_KEYS = ("concurrency", "reserved", "rate", "burst", "reply_rate", "body_rate",
+              "redis_time")
 
 
 @dataclass(frozen=True)
@@ -459,7 +465,7 @@ def _check_observability(settings: Settings) -> None:
 
 ENFORCEMENT_MODES = ("managed", "mapped", "gateway")
 _MAY_BE_ZERO = frozenset({"token_rate", "token_burst", "token_reply_rate",
-                          "token_body_rate"})
+                          "token_body_rate", "token_redis_time"})
 _TOPOLOGY_LISTS = {"replicas": "replicas", "sentinels": "sentinel", "seeds": "cluster"}
 
 

@@ -46,7 +46,8 @@ REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
                  0.25, 1.0, 5.0)
 
 DOORS = ("rest", "graphql", "health", "console", "metrics", "other")
-RATE_LIMIT_REASONS = ("concurrency", "rate", "reply_rate", "body_rate", "reserved")
+RATE_LIMIT_REASONS = ("concurrency", "rate", "reply_rate", "body_rate", "redis_time",
+                      "reserved")
 BACKEND_EVENTS = ("reconnect", "redirect", "failover")
 STREAM_KINDS = ("sse", "websocket")
 
