@@ -396,7 +396,10 @@ class HttpConnection(asyncio.Protocol):
             data, self._unparsed = self._unparsed, b""
             self._receive(data)  # ends in _update_reading again
             return
-        want = self._closing or not (self._unparsed or self._must_wait())
+        # Held before a 429, not even a refused body is drained: a client sending one
+        # waits on its own full socket buffer instead of being reset at once and back.
+        want = self._hold is None and (self._closing or not (self._unparsed or
+                                                             self._must_wait()))
         if want == self._reading:
             return
         self._reading = want

@@ -446,7 +446,8 @@ async def test_the_app_judges_a_large_body_by_its_head_before_it_is_read(
     conn.data_received(b"POST /refused HTTP/1.1\r\nContent-Length: 5000\r\n"
                        b"Expect: 100-continue\r\n\r\n")
     await settle()
-    assert app.judged and transport.sent == b""  # a 429 waits for its Retry-After
+    assert app.judged and transport.sent == b""  # a 429 waits for its Retry-After,
+    assert not transport.reading  # and not even its refused body is read meanwhile
     clock.advance(MAX_HOLD_SECONDS)
     await until(lambda: transport.eof)
     (refused,) = responses(bytes(transport.sent))  # no 100 Continue before it
