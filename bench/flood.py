@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         services.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def print_report(results: dict[str, Any], attacks: dict[str, Any], rss: int) -> None:

@@ -301,6 +301,8 @@ def test_the_supervisor_gives_up_on_workers_that_die_at_once(tmp_path: Path) -> 
 def test_sigkill_of_the_gateway_leaves_no_embedded_redis(tmp_path: Path, workers: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_GATEWAY_")}
     env["XDG_DATA_HOME"] = str(tmp_path)
+    # A killed gateway cannot remove its embedded Redis's directory: it is left here.
+    env["TMPDIR"] = str(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "redis_gateway", "serve", "--port", str(free_port()),
          "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
