@@ -92,7 +92,7 @@ def main() -> int:
     p.add_argument("--report", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.attack:
-        kinds = [KINDS[k] for k in args.only] if args.only else list(KINDS.values())
+        kinds = [KINDS[k] for k in args.only] if args.only else list(ATTACKS.values())
         outcome = asyncio.run(attack(args.attack, args.token, args.until, args.attackers,
                                      kinds))
         Path(args.report).write_text(json.dumps(outcome))
@@ -306,8 +306,16 @@ async def _unread_pipeline(_client: httpx.AsyncClient, url: str, token: str) -> 
         sock.close()
 
 
-KINDS = {"waits": _waits, "big-replies": _big_replies, "graphql": _graphql, "deep": _deep,
-         "slow-bodies": _slow_bodies, "unread-pipeline": _unread_pipeline}
+async def _nothing(_client: httpx.AsyncClient, _url: str, _token: str) -> list[int]:
+    """The control (``--only nothing``, not in the mix): the attacker process runs and
+    sends nothing, so what the victim's ratios then show is the machine, not an attack."""
+    await asyncio.sleep(1)
+    return []
+
+
+ATTACKS = {"waits": _waits, "big-replies": _big_replies, "graphql": _graphql, "deep": _deep,
+           "slow-bodies": _slow_bodies, "unread-pipeline": _unread_pipeline}
+KINDS = {**ATTACKS, "nothing": _nothing}
 
 if __name__ == "__main__":
     sys.exit(main())
