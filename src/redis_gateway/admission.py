@@ -113,9 +113,13 @@ class Admission:
         self._in_flight: dict[str, int] = {}
         self._reserved: dict[str, _Gate] = {}
         self._tat: dict[str, float] = {}  # GCRA: each token's theoretical arrival time
-        self._reply_tat: dict[str, float] = {}  # the same for bytes of replies
-        self._body_tat: dict[str, float] = {}  # and for bytes of request bodies
-        self._redis_tat: dict[str, float] = {}  # and for seconds of Redis
+        # Redis's work grows with what it sends; the gateway's reading and parsing with
+        # what arrives; and Redis runs one command at a time, so what one token's take,
+        # everyone waits for. Replies and Redis time are charged when a request ends
+        # (known only then), bodies as they start.
+        self._replies = _Budget("bytes of replies", "reply_rate")
+        self._bodies = _Budget("bytes of request bodies", "body_rate")
+        self._redis = _Budget("seconds of Redis", "redis_time")
 
     def request(self, name: str, share: Share, body: int = 0) -> Admitted:
         """``async with`` it: one request of token ``name`` admitted, or 429 raised;
@@ -137,9 +141,9 @@ class Admission:
         """
         try:
             if share.reply_rate:
-                self._check_replies(name, share)
+                self._replies.check(name, share.reply_rate)
             if share.redis_time:
-                self._check_redis(name, share)
+                self._redis.check(name, share.redis_time)
             if share.rate and self._shared_rate is None and \
                     (wait := self._rate_wait(name, share)[1]) > 0:
                 raise _over_rate(name, share, wait)
@@ -153,9 +157,9 @@ class Admission:
 
     def _enter(self, name: str, share: Share, body: int) -> None:
         if share.reply_rate:
-            self._check_replies(name, share)
+            self._replies.check(name, share.reply_rate)
         if share.redis_time:
-            self._check_redis(name, share)
+            self._redis.check(name, share.redis_time)
         if share.body_rate and body:
             self._take_body(name, share, body)
         if share.rate and self._shared_rate is None:
@@ -174,9 +178,9 @@ class Admission:
 
     def _leave(self, name: str, share: Share, reply_bytes: int, redis_seconds: float) -> None:
         if share.reply_rate:
-            self._charge_replies(name, share, reply_bytes)
+            self._replies.charge(name, share.reply_rate, reply_bytes)
         if share.redis_time:
-            self._charge_redis(name, share, redis_seconds)
+            self._redis.charge(name, share.redis_time, redis_seconds)
         left = self._in_flight[name] - 1
         if left:
             self._in_flight[name] = left
@@ -219,59 +223,11 @@ class Admission:
             if not gate.users:
                 del self._reserved[name]
 
-    def _check_replies(self, name: str, share: Share) -> None:
-        """Redis's work grows with what it sends: past its reply budget a token waits.
-
-        A GCRA over bytes, charged when a request ends (its replies' size known only
-        then): a token may run into debt once, then waits until the debt is paid off.
-        """
-        wait = self._reply_tat.get(name, 0.0) - time.monotonic() - 1.0  # 1 s of burst
-        if wait > 0:
-            raise _limited(TooManyRequests(
-                f"token '{name}' is over its budget of {share.reply_rate:g} bytes of replies "
-                f"per second (limits.token_reply_rate, or the token's reply_rate); retry in "
-                f"{wait:.3f} s", retry_after=wait, reason="reply_rate"))
-
-    def _charge_replies(self, name: str, share: Share, size: int) -> None:
-        now = time.monotonic()
-        self._reply_tat[name] = max(self._reply_tat.get(name, now), now) + size / share.reply_rate
-        if len(self._reply_tat) > 100_000:  # tokens gone quiet: their entries are stale
-            self._reply_tat = {k: v for k, v in self._reply_tat.items() if v > now}
-
-    def _check_redis(self, name: str, share: Share) -> None:
-        """Redis runs one command at a time: what one token's take, everyone waits for.
-        A GCRA over seconds of Redis, charged when a request ends with how long Redis
-        took to answer its commands (its round trips: Redis's own work, and the commands
-        of others it waited behind); a token may run into debt once, then waits."""
-        wait = self._redis_tat.get(name, 0.0) - time.monotonic() - 1.0  # 1 s of burst
-        if wait > 0:
-            raise _limited(TooManyRequests(
-                f"token '{name}' is over its budget of {share.redis_time:g} seconds of Redis "
-                f"per second (limits.token_redis_time, or the token's redis_time); retry in "
-                f"{wait:.3f} s", retry_after=wait, reason="redis_time"))
-
-    def _charge_redis(self, name: str, share: Share, seconds: float) -> None:
-        now = time.monotonic()
-        self._redis_tat[name] = max(self._redis_tat.get(name, now), now) + \
-            seconds / share.redis_time
-        if len(self._redis_tat) > 100_000:  # tokens gone quiet: their entries are stale
-            self._redis_tat = {k: v for k, v in self._redis_tat.items() if v > now}
-
     def _take_body(self, name: str, share: Share, size: int) -> None:
-        """A GCRA over bytes of bodies, charged as a body starts (or, for one not judged
-        before it was read, when its request is admitted); like the reply budget, a
-        token may run into debt once, then waits until the debt is paid off."""
-        now = time.monotonic()
-        tat = max(self._body_tat.get(name, now), now)
-        wait = tat - now - 1.0  # 1 s of burst
-        if wait > 0:
-            raise _limited(TooManyRequests(
-                f"token '{name}' is over its budget of {share.body_rate:g} bytes of request "
-                f"bodies per second (limits.token_body_rate, or the token's body_rate); "
-                f"retry in {wait:.3f} s", retry_after=wait, reason="body_rate"))
-        self._body_tat[name] = tat + size / share.body_rate
-        if len(self._body_tat) > 100_000:  # tokens gone quiet: their entries are stale
-            self._body_tat = {k: v for k, v in self._body_tat.items() if v > now}
+        """Charged as a body starts (judged by its head), or, for one that was not,
+        when its request is admitted."""
+        self._bodies.check(name, share.body_rate)
+        self._bodies.charge(name, share.body_rate, size)
 
     def _rate_wait(self, name: str, share: Share) -> tuple[float, float]:
         """(the token's next theoretical arrival time, seconds to wait before one more)."""
@@ -296,6 +252,33 @@ class Admission:
                                        math.ceil(tolerance * 1000)) / 1000
         if wait > 0:
             raise _over_rate(name, share, wait)
+
+
+class _Budget:
+    """An amount per second per token (bytes, seconds), as a GCRA: one timestamp per
+    token. A token may run into debt once (one second's worth is the burst), then waits
+    until the debt is paid off."""
+
+    __slots__ = ("_reason", "_tat", "_what")
+
+    def __init__(self, what: str, reason: str) -> None:
+        self._what = what  # "bytes of replies"
+        self._reason = reason  # the share's field and the metric label: "reply_rate"
+        self._tat: dict[str, float] = {}
+
+    def check(self, name: str, rate: float) -> None:
+        wait = self._tat.get(name, 0.0) - time.monotonic() - 1.0
+        if wait > 0:
+            raise _limited(TooManyRequests(
+                f"token '{name}' is over its budget of {rate:g} {self._what} per second "
+                f"(limits.token_{self._reason}, or the token's {self._reason}); retry in "
+                f"{wait:.3f} s", retry_after=wait, reason=self._reason))
+
+    def charge(self, name: str, rate: float, amount: float) -> None:
+        now = time.monotonic()
+        self._tat[name] = max(self._tat.get(name, now), now) + amount / rate
+        if len(self._tat) > 100_000:  # tokens gone quiet: their entries are stale
+            self._tat = {k: v for k, v in self._tat.items() if v > now}
 
 
 def _gcra(share: Share) -> tuple[float, float]:
