@@ -24,7 +24,6 @@ from graphql import (
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
-    execute,
     specified_rules,
 )
 from graphql.validation import NoSchemaIntrospectionCustomRule
@@ -38,7 +37,7 @@ from ..settings import Settings
 from .batch import Batch
 from .documents import DocumentChecker
 from .limits import variable_values_error
-from .operations import SharedResults, result_json
+from .operations import SharedResults, execute_operation, result_json
 from .resolvers import Context
 from .schema import executable_schema
 from .sse import event_stream, wants_events
@@ -178,14 +177,9 @@ class GraphQLEndpoint:
         if any(isinstance(d, OperationDefinitionNode)
                and d.operation == OperationType.SUBSCRIPTION for d in document.definitions):
             return _failure(400, _MALFORMED, _SUBSCRIPTION_TRANSPORTS)
-        context = self.context(principal)
-        result = execute(self._schema, document, context_value=context,
-                         variable_values=variables,
-                         operation_name=operation_name if isinstance(operation_name, str)
-                         else None)
-        if not isinstance(result, ExecutionResult):
-            result = await result
-        return _result(result)
+        return _result(await execute_operation(
+            self._schema, document, self.context(principal), variables,
+            operation_name if isinstance(operation_name, str) else None))
 
 
 def _envelope(body: bytes, content_type: bytes) -> Any:

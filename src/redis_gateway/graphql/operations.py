@@ -63,17 +63,25 @@ def is_mutation(document: DocumentNode, operation_name: str | None) -> bool:
     return _operation(document, operation_name) == OperationType.MUTATION
 
 
+async def execute_operation(schema: GraphQLSchema, document: DocumentNode, context: Context,
+                            variables: dict[str, Any] | None, operation_name: str | None
+                            ) -> ExecutionResult:
+    """A query or mutation, run to its result (resolvers may await Redis)."""
+    result = execute(schema, document, context_value=context, variable_values=variables,
+                     operation_name=operation_name)
+    if not isinstance(result, ExecutionResult):
+        result = await result
+    return result
+
+
 async def execute_admitted(runner: Runner, document: DocumentNode, context: Context,
                            variables: dict[str, Any] | None, operation_name: str | None
                            ) -> ExecutionResult:
     """A query or mutation, admitted under the token's share as on HTTP."""
     try:
         async with runner.admitted(context.principal):
-            result = execute(runner.schema, document, context_value=context,
-                             variable_values=variables, operation_name=operation_name)
-            if not isinstance(result, ExecutionResult):
-                result = await result
-            return result
+            return await execute_operation(runner.schema, document, context, variables,
+                                           operation_name)
     except TooManyRequests as exc:
         return ExecutionResult(None, [GraphQLError(exc.message, original_error=exc)])
 
