@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # bench/ is not a package
     BENCH_DIR,
     BenchError,
+    Service,
     Services,
     Workload,
     free_port,
@@ -84,6 +85,11 @@ def main() -> int:
     p.add_argument("--attackers", type=int, default=24, help="concurrent attack tasks")
     p.add_argument("--only", choices=sorted(KINDS), action="append",
                    help="run only these attacks (to see which one costs what)")
+    p.add_argument("--share", choices=sorted(SHARES), action="append",
+                   help="attack only with these tokens' shares (all three by default)")
+    p.add_argument("--twin", action="store_true",
+                   help="the attacker floods a second gateway and Redis (the control for "
+                        "what the attack costs the machine itself)")
     p.add_argument("--no-nice", dest="nice", action="store_false",
                    help="run the attacker at normal priority, competing for CPU")
     p.add_argument("--attack", metavar="URL", help=argparse.SUPPRESS)  # the attacker process
@@ -109,47 +115,36 @@ def run(args: argparse.Namespace) -> int:
     services = Services(tmp)
     try:
         ports: set[int] = set()
-        redis_port, gateway_port = free_port(ports), free_port(ports)
-        redis = services.start("redis", ["redis-server", "--port", str(redis_port), "--bind",
-                                         "127.0.0.1", "--save", "", "--appendonly", "no",
-                                         "--dir", str(tmp)])
-        wait_until(redis, lambda: redis_call(redis_port, "PING") == b"PONG", "PING")
-        redis_call(redis_port, "SET", "flood:k", "v" * 32)
-        redis_call(redis_port, "SADD", "flood:one", "member")
-        redis_call(redis_port, "SET", "flood:big", "b" * MB)
         tokens = {name: new_token() for name in ("victim", *SHARES)}
-        config = [f'redis = "redis://127.0.0.1:{redis_port}"', f"port = {gateway_port}",
-                  'log_level = "warning"', f'tokens_file = "{tmp / "tokens.json"}"',
-                  "[limits]", "max_reply_bytes = 4194304", "command_timeout = 5",
-                  "max_block_seconds = 5"]
-        shares = {"victim": "", **{name: share for name, (_, share) in SHARES.items()}}
-        for name, token in tokens.items():
-            config += ["[[tokens]]", f'name = "{name}"', f'hash = "{hash_token(token)}"',
-                       'rules = "read-write"', shares[name]]
-        (tmp / "gateway.toml").write_text("\n".join(config) + "\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_GATEWAY_")}
-        gateway = services.start("gateway", [sys.executable, "-m", "redis_gateway", "serve",
-                                             "--config", str(tmp / "gateway.toml")], env=env)
-        url = f"http://127.0.0.1:{gateway_port}"
-        wait_until(gateway, lambda: _ready(url), "/readyz")
+        gateway, url = _stack(services, tmp, "", ports, tokens)
+        # --twin: the attacker floods a second gateway and Redis of its own, so what the
+        # victim then loses is what the attack costs this machine, not this gateway.
+        target, target_url = _stack(services, tmp, "twin-", ports, tokens) if args.twin \
+            else (gateway, url)
 
         victim = Workload("get", "single GET (victim)", "gateway", url + "/", "gateway.lua",
                           env={"BENCH_BODY": '["GET","flood:k"]', "BENCH_TOKEN":
                                tokens["victim"]})
         wrk_args = argparse.Namespace(wrk_threads=2, connections=args.connections)
         run_wrk(wrk_args, victim, 2)  # warm-up
+        cpu = gateway.cpu_seconds()
         results: dict[str, Any] = {"quiet": run_wrk(wrk_args, victim, args.duration)}
-        attacks: dict[str, Any] = {}
-        for attacker in SHARES:
+        # The gateway's CPU over each phase: what the victim alone takes, against what the
+        # victim and an attack take together.
+        attacks: dict[str, Any] = {"none": {"gateway CPU s": round(gateway.cpu_seconds() - cpu,
+                                                                   1)}}
+        for attacker in args.share or SHARES:
             report = tmp / f"attack-{attacker}.json"
             until = time.time() + args.duration + 3
             only = [f"--only={k}" for k in args.only or []]
             # At the lowest priority: the attacker stands for clients on other machines, so
             # its own CPU should not be what slows the victim on this one (--no-nice to see).
             nice = ["nice", "-n", "19"] if args.nice else []
-            proc = subprocess.Popen([*nice, sys.executable, __file__, "--attack", url, "--token",
-                                     tokens[attacker], "--until", str(until), "--attackers",
-                                     str(args.attackers), "--report", str(report), *only])
+            cpu = gateway.cpu_seconds(), target.cpu_seconds()
+            proc = subprocess.Popen([*nice, sys.executable, __file__, "--attack", target_url,
+                                     "--token", tokens[attacker], "--until", str(until),
+                                     "--attackers", str(args.attackers), "--report",
+                                     str(report), *only])
             try:
                 time.sleep(2)  # the attack reaches full strength before the victim starts
                 results[attacker] = run_wrk(wrk_args, victim, args.duration)
@@ -158,7 +153,10 @@ def run(args: argparse.Namespace) -> int:
                 if proc.poll() is None:
                     proc.kill()
             attacks[attacker] = json.loads(report.read_text())
-            wait_until(gateway, lambda: _ready(url), "/readyz after the attack")
+            attacks[attacker]["gateway CPU s"] = round(gateway.cpu_seconds() - cpu[0], 1)
+            if args.twin:
+                attacks[attacker]["twin CPU s"] = round(target.cpu_seconds() - cpu[1], 1)
+            wait_until(target, lambda: _ready(target_url), "/readyz after the attack")
         # Alone again: on a shared machine the quiet p99 itself moves between runs, so the
         # ratios are to the mean of the two quiet runs, and both are printed.
         results["quiet again"] = run_wrk(wrk_args, victim, args.duration)
@@ -174,6 +172,36 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _stack(services: Services, tmp: Path, prefix: str, ports: set[int],
+           tokens: dict[str, str]) -> tuple[Service, str]:
+    """A throwaway redis-server with the keys the workloads use, and a gateway in front of
+    it that knows every token; its Service and its URL."""
+    redis_port, gateway_port = free_port(ports), free_port(ports)
+    redis = services.start(prefix + "redis", [
+        "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(tmp), "--dbfilename", prefix + "dump.rdb"])
+    wait_until(redis, lambda: redis_call(redis_port, "PING") == b"PONG", "PING")
+    redis_call(redis_port, "SET", "flood:k", "v" * 32)
+    redis_call(redis_port, "SADD", "flood:one", "member")
+    redis_call(redis_port, "SET", "flood:big", "b" * MB)
+    config = [f'redis = "redis://127.0.0.1:{redis_port}"', f"port = {gateway_port}",
+              'log_level = "warning"', f'tokens_file = "{tmp / (prefix + "tokens.json")}"',
+              "[limits]", "max_reply_bytes = 4194304", "command_timeout = 5",
+              "max_block_seconds = 5"]
+    shares = {"victim": "", **{name: share for name, (_, share) in SHARES.items()}}
+    for name, token in tokens.items():
+        config += ["[[tokens]]", f'name = "{name}"', f'hash = "{hash_token(token)}"',
+                   'rules = "read-write"', shares[name]]
+    (tmp / f"{prefix}gateway.toml").write_text("\n".join(config) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_GATEWAY_")}
+    gateway = services.start(prefix + "gateway", [
+        sys.executable, "-m", "redis_gateway", "serve", "--config",
+        str(tmp / f"{prefix}gateway.toml")], env=env)
+    url = f"http://127.0.0.1:{gateway_port}"
+    wait_until(gateway, lambda: _ready(url), "/readyz")
+    return gateway, url
+
+
 def print_report(results: dict[str, Any], attacks: dict[str, Any], rss: int) -> None:
     def rate(r: dict[str, Any]) -> float:
         return float(r["requests"] / (r["duration_us"] / 1e6))
@@ -182,8 +210,8 @@ def print_report(results: dict[str, Any], attacks: dict[str, Any], rss: int) -> 
     quiet_p99 = sum(r["latency_us"]["p99"] for r in quiet) / 2
     quiet_rps = sum(rate(r) for r in quiet) / 2
     print(f"\n{'victim single GET':<34} {'req/s':>10} {'p50':>9} {'p99':>9}  vs quiet")
-    for name, title in (("quiet", "alone"), *((k, t) for k, (t, _) in SHARES.items()),
-                        ("quiet again", "alone again")):
+    for name, title in (("quiet", "alone"), *((k, t) for k, (t, _) in SHARES.items()
+                                              if k in results), ("quiet again", "alone again")):
         r = results[name]
         rps = rate(r)
         p50, p99 = r["latency_us"]["p50"], r["latency_us"]["p99"]
