@@ -127,12 +127,12 @@ def run(args: argparse.Namespace) -> int:
                                tokens["victim"]})
         wrk_args = argparse.Namespace(wrk_threads=2, connections=args.connections)
         run_wrk(wrk_args, victim, 2)  # warm-up
-        cpu = gateway.cpu_seconds()
+        quiet_cpu = gateway.cpu_seconds()
         results: dict[str, Any] = {"quiet": run_wrk(wrk_args, victim, args.duration)}
         # The gateway's CPU over each phase: what the victim alone takes, against what the
         # victim and an attack take together.
-        attacks: dict[str, Any] = {"none": {"gateway CPU s": round(gateway.cpu_seconds() - cpu,
-                                                                   1)}}
+        attacks: dict[str, Any] = {"nobody": {
+            "gateway CPU s": round(gateway.cpu_seconds() - quiet_cpu, 1)}}
         for attacker in args.share or SHARES:
             report = tmp / f"attack-{attacker}.json"
             until = time.time() + args.duration + 3

@@ -73,7 +73,7 @@ class ServerState:
     app: Handler
     limits: LimitSettings
     connections: set[HttpConnection] = field(default_factory=set)
-    # Bytes of requests received and not yet taken by the app, beyond each connection's
+    # Bytes of requests received and not yet answered, beyond each connection's
     # own allowance (limits.max_header_bytes): bounded by max_pending_request_bytes.
     pending_bytes: int = 0
     stopping: bool = False
@@ -145,6 +145,7 @@ class HttpConnection(asyncio.Protocol):
         self._queue: deque[RequestState] = deque()  # received, waiting for the app
         self._running = False  # the app has a request of this connection
         self._queued_bytes = 0  # the queue's requests' sizes
+        self._running_bytes = 0  # the size of the request the app has, until answered
         self._charged = 0  # what this connection adds to state.pending_bytes
         self._unparsed = b""  # received while it had to wait: parsed when it may go on
         self._reading = True
@@ -191,7 +192,7 @@ class HttpConnection(asyncio.Protocol):
             self._state.all_closed.set()
         self._current = None
         self._queue.clear()
-        self._queued_bytes = 0
+        self._queued_bytes = self._running_bytes = 0
         self._unparsed = b""
         self._settle(0)
         if self._hold is not None:
@@ -315,7 +316,7 @@ class HttpConnection(asyncio.Protocol):
         held = self._held()
         if held > self._max_head or self._charged:
             self._settle(held)
-            if self._charged and self._over_budget() and not self._queue:
+            if self._charged and self._over_budget() and not self._busy():
                 self._refuse_now(503, f"the gateway holds {self._limits.max_pending_request_bytes}"
                                       " bytes of requests not yet answered "
                                       "(limits.max_pending_request_bytes); retry later",
@@ -337,7 +338,7 @@ class HttpConnection(asyncio.Protocol):
         # requests queued before it, it waits for room instead (see _must_wait).
         room = limits.max_header_bytes + max(
             0, limits.max_pending_request_bytes - self._state.pending_bytes)
-        if length > room and not self._queue:
+        if length > room and not self._busy():
             self._refuse(503, f"the gateway holds too many bytes of requests not yet answered "
                               f"to take {length} more (limits.max_pending_request_bytes); "
                               "retry later", [_RETRY_SOON])
@@ -365,9 +366,15 @@ class HttpConnection(asyncio.Protocol):
         request.body_charged = head.body_charged
 
     def _held(self) -> int:
-        """What this connection holds for requests the app has not taken."""
+        """What this connection holds for requests not yet answered."""
+        held = self._queued_bytes + self._running_bytes
         current = self._current
-        return self._queued_bytes if current is None else self._queued_bytes + current.size()
+        return held if current is None else held + current.size()
+
+    def _busy(self) -> bool:
+        """Requests before the one being received hold memory that answering them frees:
+        then that one waits for room instead of being refused."""
+        return self._running or bool(self._queue)
 
     def _settle(self, held: int) -> None:
         """Count what this connection holds beyond its allowance in the shared total."""
@@ -383,9 +390,9 @@ class HttpConnection(asyncio.Protocol):
 
     def _must_wait(self) -> bool:
         """Stop taking requests: the client is not reading its responses, too many wait,
-        or they hold more than the shared budget allows (until the app takes them)."""
+        or they hold more than the shared budget allows (until they are answered)."""
         return (self._write_paused or len(self._queue) >= self._max_queue
-                or bool(self._queue and self._charged and self._over_budget())
+                or (self._charged > 0 and self._busy() and self._over_budget())
                 or self._hold is not None)
 
     def _update_reading(self) -> None:
@@ -534,9 +541,8 @@ class HttpConnection(asyncio.Protocol):
                 continue
             request = self._queue.popleft()
             self._queued_bytes -= request.held
+            self._running_bytes = request.held  # still held, until it is answered
             self._running = True  # before reading on: a 100 Continue now would come too soon
-            if self._charged:  # the app has it now: its bytes are the app's
-                self._settle(self._held())
             if not self._reading:
                 self._update_reading()
             if request.response is not None:
@@ -546,6 +552,11 @@ class HttpConnection(asyncio.Protocol):
                 return
             await self._run(request)
             self._running = False
+            self._running_bytes = 0
+            if self._charged:  # answered: what it held is free for the next
+                self._settle(self._held())
+                if not self._reading:
+                    self._update_reading()
             if not request.keep_alive or (self._state.stopping and not self._queue):
                 self._transport.close()
                 return
@@ -569,7 +580,10 @@ class HttpConnection(asyncio.Protocol):
 
     async def _run(self, incoming: RequestState) -> None:
         body = incoming.body
-        request = self._request(incoming, body if type(body) is bytes else bytes(body))
+        if type(body) is not bytes:  # grown in place: one copy, and the buffer goes now
+            body = bytes(body)
+        incoming.body = b""
+        request = self._request(incoming, body)
         request.body_charged = incoming.body_charged
         method = request.method
         app = self.app_in_use = self._state.app

@@ -137,8 +137,8 @@ class LimitSettings:
     max_pipelined_requests: int = 16
     write_buffer_bytes: int = 64 * 1024
     write_timeout: float = 30.0
-    # Bytes of requests received but not yet taken by the app (bodies still arriving,
-    # pipelined requests), over all connections, beyond max_header_bytes each.
+    # Bytes of requests received and not yet answered (bodies arriving, pipelined requests,
+    # requests being handled), over all connections, beyond max_header_bytes each.
     max_pending_request_bytes: int = 64 * 1024 * 1024
 
 

@@ -431,6 +431,43 @@ async def test_pipelined_requests_over_the_budget_wait_instead(make: Make,
     assert transport.reading and conn._state.pending_bytes == 0
 
 
+async def test_a_request_holds_its_bytes_until_it_is_answered(make: Make,
+                                                              app: EchoApp) -> None:
+    """Taken by the app is not yet freed: a body being handled (parsed, copied into a
+    command, written to Redis) still counts, or one client could have any number of them
+    in memory at once, each taken as soon as it arrives."""
+    first, _ = make(max_pending_request_bytes=200_000, max_header_bytes=10_000)
+    held = app.hold("/first")
+    first.data_received(post("/first", b"x" * 150_000))
+    await until(lambda: app.seen)
+    assert first._state.pending_bytes > 140_000  # the app has it, and it still counts
+    other, other_transport = make()
+    other.data_received(post("/other", b"y" * 150_000))
+    await until(lambda: other_transport.eof)
+    (refused,) = responses(bytes(other_transport.sent))
+    assert refused.status == 503 and [r.path for r in app.seen] == ["/first"]
+    held.set()
+    await until(lambda: first._state.pending_bytes == 0)  # answered: free again
+    again, again_transport = make()
+    again.data_received(post("/again", b"z" * 150_000))
+    await until(lambda: again_transport.sent)
+    assert responses(bytes(again_transport.sent))[0].status == 200
+
+
+async def test_a_pipelined_request_waits_for_the_one_the_app_has(make: Make,
+                                                                 app: EchoApp) -> None:
+    conn, transport = make(max_pending_request_bytes=200_000, max_header_bytes=10_000)
+    held = app.hold("/0")
+    conn.data_received(post("/0", b"x" * 150_000))
+    await until(lambda: app.seen)
+    conn.data_received(post("/1", b"y" * 150_000))  # no room while /0 is handled: it waits
+    assert not transport.reading and not transport.eof
+    held.set()
+    await until(lambda: len(app.seen) == 2)
+    assert [r.status for r in responses(bytes(transport.sent))] == [200, 200]
+    assert transport.reading and conn._state.pending_bytes == 0
+
+
 async def test_an_announced_body_that_cannot_fit_is_refused_before_100_continue(
         make: Make) -> None:
     conn, transport = make(max_pending_request_bytes=100_000)
