@@ -61,8 +61,9 @@ def scripts_are_checked_by_redis(gw: GatewayProcess, server: RedisServer) -> Non
                                        "redis.call('get', 'secret:a')", "1", "app:a"]),
               "script")
     forbidden(post(gw, "pfx", ["EVAL", "return redis.call('select', '3')", "0"]), "script")
-    # A function, loaded by a token that may load it, runs as the caller when called.
-    assert post(gw, "rw", ["FUNCTION", "LOAD", "REPLACE", LIBRARY]).status_code == 200
+    # A function, loaded by the only kind of token that may load one (unrestricted), runs
+    # as the caller when called.
+    assert post(gw, "admin", ["FUNCTION", "LOAD", "REPLACE", LIBRARY]).status_code == 200
     forbidden(post(gw, "rw", ["FCALL", "wipe", "0"]), "script")
     assert server.cli("EXISTS", "secret:x") == "0"
     assert server.cli("DBSIZE") != "0"

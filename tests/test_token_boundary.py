@@ -219,6 +219,46 @@ def test_a_restricted_token_stays_in_its_database(gw: GatewayProcess,
     server.cli("-n", "3", "FLUSHDB")
 
 
+# the server's code ---------------------------------------------------------------------------
+LIBRARY = ("#!lua name=boundary\nredis.register_function('readit', "
+           "function(keys) return redis.call('GET', keys[1]) end)")
+PLANTED = LIBRARY.replace("return redis.call('GET', keys[1])",
+                          "redis.pcall('SET', 'app:loot', redis.pcall('GET', 'other:secret') "
+                          "or 'none') return redis.call('GET', keys[1])")
+
+
+def test_a_restricted_token_cannot_change_code_others_run(gw: GatewayProcess,
+                                                          deployment: Deployment) -> None:
+    """A function runs with the rights of whoever calls it: a token that could replace one
+    would have the admin's next FCALL read keys for it (found by a red-team pass)."""
+    for node in deployment.nodes:
+        node.cli("FUNCTION", "FLUSH")
+    deployment.cli("SET", "app:k", "v")
+    deployment.cli("SET", "other:secret", "s")
+    assert run(gw, "admin", "FUNCTION", "LOAD", LIBRARY).status_code == 200
+    dump = run(gw, "admin", "FUNCTION", "DUMP").json()["result"]
+    for token in ("rw", "pfx"):
+        for argv in (["FUNCTION", "LOAD", "REPLACE", PLANTED], ["FUNCTION", "DELETE", "boundary"],
+                     ["FUNCTION", "FLUSH"], ["FUNCTION", "RESTORE", dump, "REPLACE"],
+                     ["FUNCTION", "KILL"], ["SCRIPT", "FLUSH"], ["SCRIPT", "KILL"],
+                     ["function", "flush", "async"]):
+            refused(run(gw, token, *argv), 403, argv[0].upper() + " " + argv[1].upper(),
+                    "other tokens")
+    # Calling the server's functions, and scripts of one's own, stay open to them.
+    assert run(gw, "pfx", "FCALL", "readit", "1", "app:k").json() == {"result": "v"}
+    assert run(gw, "rw", "EVAL", "return 1", "0").json() == {"result": 1}
+    assert run(gw, "pfx", "SCRIPT", "LOAD", "return 2").status_code == 200
+    assert run(gw, "admin", "FCALL", "readit", "1", "app:k").json() == {"result": "v"}
+    assert deployment.cli("EXISTS", "app:loot") == "0"
+    assert "readit" in deployment.nodes[0].cli("FUNCTION", "LIST")
+    # Redis refuses them to the restricted tokens' users too: only the admin's may.
+    node = deployment.nodes[0]
+    users = [u for u in node.cli("ACL", "USERS").split() if u.startswith("rgw-")]
+    allowing = [u for u in users if node.cli("ACL", "DRYRUN", u, "FUNCTION", "FLUSH") == "OK"]
+    assert len(users) >= 3 and len(allowing) == 1, (users, allowing)
+    assert run(gw, "admin", "FUNCTION", "DELETE", "boundary").status_code == 200
+
+
 # HEAD --------------------------------------------------------------------------------------------
 def test_head_never_writes(gw: GatewayProcess, deployment: Deployment) -> None:
     server = deployment

@@ -12,8 +12,10 @@ To what the token's rules say, the user adds the gateway's own boundaries:
   needs that one), no ``MOVE``, no ``SWAPDB``;
 - keys under the reserved prefix (the token store) are out of every pattern ``*``: Redis
   has no pattern that excludes, so ``*`` becomes the patterns that match every key not
-  starting with the prefix (``[^r]*``, ``r[^e]*``, ..., and the prefix's own prefixes).
-Neither applies to an unrestricted token (``admin``): it may run ``ACL SETUSER`` anyway.
+  starting with the prefix (``[^r]*``, ``r[^e]*``, ..., and the prefix's own prefixes);
+- the server's code is everyone's: no loading, deleting, flushing or killing functions
+  and scripts (``SHARED_CODE``).
+None applies to an unrestricted token (``admin``): it may run ``ACL SETUSER`` anyway.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from functools import lru_cache
 from .policy import READ, WRITE, Policy
 
 USER_PREFIX = "rgw-"
+# Commands that change or stop the server's code, which every token shares: a function runs
+# with the rights of whoever calls it, so a token that could replace one would choose what
+# other tokens' FCALLs do with their keys; flushing or killing breaks or stops their calls.
+SHARED_CODE = ("function|load", "function|delete", "function|flush", "function|restore",
+               "function|kill", "script|flush", "script|kill")
 # "%RW~", not "~": Redis reads "~*" as allkeys, which reaches the empty key; the pattern
 # "*" of "%RW~*" does not.
 _KINDS = {READ: "%R~", WRITE: "%W~", READ | WRITE: "%RW~"}
@@ -114,6 +121,7 @@ def acl_rules(policy: Policy, db: int) -> tuple[str, ...]:
     rules += [f"&{_text(p)}" for p in dict.fromkeys(policy.channel_patterns)]
     if not policy.unrestricted:
         rules += ["-select", f"+select|{db}", "-move", "-swapdb"]
+        rules += [f"-{command}" for command in SHARED_CODE]
     return tuple(rules)
 
 

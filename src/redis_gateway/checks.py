@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import NamedTuple
 
-from .acl import RedisUser
+from .acl import SHARED_CODE, RedisUser
 from .commands import READ_FLAGS, WRITE_FLAGS, CommandInfo, CommandTable
 from .errors import BadRequest, Forbidden, GatewayError, ReplyTooLarge
 from .placement import ALLOWED_IN_TRANSACTION, Placement, Where, placement
@@ -125,6 +125,10 @@ def _verdict(scope: Scope, info: CommandInfo) -> Verdict:
     elif not policy.unrestricted and info.name in _OTHER_DATABASES:
         forbidden = (Forbidden, f"NOPERM this token is bound to database {scope.db}; "
                                 f"{info.name.upper()} would reach another")
+    elif not policy.unrestricted and info.name in SHARED_CODE:
+        forbidden = (Forbidden, f"NOPERM {_display(info)} changes or stops code that other "
+                                "tokens run (functions run with their caller's rights); only "
+                                "an unrestricted token may")
     elif not policy.unrestricted and not scope.redis_enforces and \
             "scripting" in info.categories:
         forbidden = (Forbidden, f"NOPERM '{info.name}' runs code whose commands the gateway "
