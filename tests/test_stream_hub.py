@@ -19,7 +19,8 @@ from redis_gateway.streams.hub import Message, Subscription
 
 from support import RedisServer, numsub, redis_command
 
-RULES = {"admin": "admin", "rw": "read-write", "chat": "+@all -@admin ~* &chat:* &news.*"}
+RULES = {"admin": "admin", "rw": "read-write", "chat": "+@all -@admin ~* &chat:* &news.*",
+         "app": "read-write resetkeys ~app:*"}
 
 
 @pytest.fixture
@@ -89,6 +90,33 @@ async def test_channel_rules_as_redis_acl(gateway: Gateway, redis: RedisServer) 
     sub = await hub.subscribe(p, "pattern", [b"chat:*"])
     assert numsub(redis, "other") == 0
     await sub.close()
+
+
+async def test_keyspace_notifications_only_about_the_tokens_keys_and_database(
+        gateway: Gateway, redis: RedisServer) -> None:
+    """Redis's ACL sees only the channel: a token with allchannels but ~app:* would hear
+    every key of every database change (found by a red-team pass)."""
+    redis.cli("CONFIG", "SET", "notify-keyspace-events", "KEA")
+    try:
+        listening = {}
+        for name in ("app", "admin"):
+            p = await principal(gateway, name)
+            listening[name] = await gateway.hub(p).subscribe(p, "pattern", [b"__key*@*__:*"])
+        redis.cli("SET", "other:secret", "1")
+        redis.cli("-n", "1", "SET", "app:in-db1", "1")
+        redis.cli("SET", "app:mine", "1")
+        heard = {name: [await next_message(sub) for _ in range(2)]
+                 for name, sub in listening.items()}
+        # The first two the app token hears are about its own key: the four before were
+        # dropped, not delayed (one subscriber connection delivers in order).
+        assert [(m.channel, m.data) for m in heard["app"]] == [
+            (b"__keyspace@0__:app:mine", b"set"), (b"__keyevent@0__:set", b"app:mine")]
+        assert [(m.channel, m.data) for m in heard["admin"]] == [
+            (b"__keyspace@0__:other:secret", b"set"), (b"__keyevent@0__:set", b"other:secret")]
+        for sub in listening.values():
+            await sub.close()
+    finally:
+        redis.cli("CONFIG", "SET", "notify-keyspace-events", "")
 
 
 async def test_monitor(gateway: Gateway, redis: RedisServer) -> None:

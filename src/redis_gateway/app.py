@@ -105,7 +105,8 @@ class Gateway:
         self._openapi: bytes | None = None
         self.sync_tokens = SyncTokens()
         self.hubs = {name: Hub(backend, self.executor.enforcement(name).user, settings.limits,
-                               settings.streams) for name, backend in self.backends.items()}
+                               settings.streams, self.executor.enforcement(name).db)
+                     for name, backend in self.backends.items()}
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
         # Set by the server when it starts to drain (SIGTERM): /readyz answers 503 at once,

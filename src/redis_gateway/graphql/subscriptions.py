@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..auth import Principal
 from ..errors import BadRequest, Forbidden, GatewayError, RedisUnavailable
-from ..streams.hub import CLOSED, Hub, Kind, Subscription
+from ..streams.hub import CLOSED, Hub, Kind, Subscription, notification
 from .resolvers import Context
 
 log = logging.getLogger("redis_gateway.graphql")
@@ -186,7 +185,6 @@ def channel_message(message: HubMessage, args: dict[str, Any]) -> dict[str, Any]
 
 # Redis's notify-keyspace-events: K and E choose the channels, the others the event classes.
 _CLASSES = frozenset(b"g$lshzxetmdnA")
-_KEYSPACE_CHANNEL = re.compile(rb"__key(space|event)@(\d+)__:(.*)", re.S)
 
 
 def _db(args: dict[str, Any]) -> int:
@@ -223,56 +221,33 @@ async def _ensure_notifications(ctx: Context, live: Live, flag: bytes, enable: b
                 wanted.decode("latin-1"))
 
 
-def _readable(principal: Principal) -> Callable[[bytes], bool]:
-    policy = principal.policy
-    return lambda key: policy.denied_key([(key, frozenset())]) is None
-
-
 async def keyspace_events(ctx: Context, args: dict[str, Any]) -> AsyncIterator[HubMessage]:
+    """Events about keys the token's rules cover, in its database: the hub filters them
+    (``streams/hub.py``), as for every other front door."""
     live = live_of(ctx)
     keys = args.get("keys")
     pattern = b"*" if keys is None else keys.encode()
     await _ensure_notifications(ctx, live, b"K", bool(args.get("enable")))
-    readable = _readable(ctx.principal)
     channel = b"__keyspace@%d__:" % _db(args) + pattern
-    return _only(await _open(ctx, live, "pattern", [channel]),
-                 lambda m: _keyspace_key(m) is not None and readable(_keyspace_key(m) or b""))
+    return await _open(ctx, live, "pattern", [channel])
 
 
 async def key_events(ctx: Context, args: dict[str, Any]) -> AsyncIterator[HubMessage]:
     live = live_of(ctx)
     events = _names(args["events"], "event")
     await _ensure_notifications(ctx, live, b"E", bool(args.get("enable")))
-    readable = _readable(ctx.principal)
     db = _db(args)
     channels = [b"__keyevent@%d__:" % db + event for event in events]
-    return _only(await _open(ctx, live, "channel", channels),
-                 lambda m: readable(m.data))
-
-
-def _keyspace_key(message: HubMessage) -> bytes | None:
-    found = _KEYSPACE_CHANNEL.fullmatch(message.channel)
-    return found.group(3) if found else None
-
-
-async def _only(stream: AsyncIterator[HubMessage], keep: Callable[[HubMessage], bool]
-                ) -> AsyncIterator[HubMessage]:
-    try:
-        async for message in stream:
-            if keep(message):
-                yield message
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+    return await _open(ctx, live, "channel", channels)
 
 
 def keyspace_event(message: HubMessage, args: dict[str, Any]) -> dict[str, Any]:
     encoding = args.get("encoding") or "UTF8"
-    found = _KEYSPACE_CHANNEL.fullmatch(message.channel)
-    if found is None:  # the hub only yields what was subscribed to
+    about = notification(message.channel, message.data)
+    if about is None:  # the hub only yields what was subscribed to
         raise GatewayError(f"unexpected keyspace channel {message.channel!r}")
-    space, db, tail = found.groups()
-    key, event = (tail, message.data) if space == b"space" else (message.data, tail)
-    return {"db": int(db), "key": _text(key, encoding), "event": event.decode("latin-1")}
+    db, key, event = about
+    return {"db": db, "key": _text(key, encoding), "event": event.decode("latin-1")}
 
 
 async def on_put_redis(ctx: Context, _args: dict[str, Any]) -> AsyncIterator[str]:

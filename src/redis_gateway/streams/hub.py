@@ -28,6 +28,10 @@ How it scales and stays safe:
 - The gateway checks first, exactly as Redis's ACL does (``Policy.denied_channel``): a
   channel must match one of the token's channel patterns; a pattern subscription is allowed
   only when the token has that very pattern. MONITOR only for tokens whose rules allow it.
+- Keyspace notifications (``__keyspace@<db>__:<key>``, ``__keyevent@<db>__:<event>``)
+  reach a token only about keys its rules cover, in its own database. Redis's ACL checks
+  only the channel name, and a token with ``allchannels`` could otherwise watch the names
+  of every key of every database change. An unrestricted token sees them all.
 - Each stream has a bounded buffer (``streams.buffer_bytes``): a client that does not read
   is cut off ("slow consumer"), never allowed to grow the gateway's memory. Streams are
   bounded per token and per process (``streams.max_streams*``).
@@ -45,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -84,6 +89,8 @@ _COMMANDS = {"channel": b"SUBSCRIBE", "pattern": b"PSUBSCRIBE", "shard": b"SSUBS
 _MESSAGE_KIND = {"channel": "message", "pattern": "pmessage", "shard": "smessage",
                  "monitor": "monitor"}
 _MESSAGE_COST = 64  # what a buffered message costs beyond its bytes (the object, the deque)
+# Redis's keyspace notifications: (space|event, db, the key or the event).
+_NOTIFICATION = re.compile(rb"__key(space|event)@(\d+)__:(.*)", re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +178,10 @@ class Hub:
     """One backend's subscriptions (see the module's docstring)."""
 
     def __init__(self, backend: Backend, user_of: Callable[[Policy], RedisUser | None],
-                 limits: LimitSettings, settings: StreamSettings) -> None:
+                 limits: LimitSettings, settings: StreamSettings, db: int = 0) -> None:
         self._backend = backend
         self._user_of = user_of
+        self._db = db  # the backend's database: restricted tokens hear only its notifications
         self._limits = limits
         self.settings = settings
         self._listeners: dict[_Key, set[Subscription]] = {}
@@ -352,7 +360,18 @@ class Hub:
             return
         message = Message(_MESSAGE_KIND[kind], channel,  # type: ignore[arg-type]
                           name if kind == "pattern" else None, data)
+        about = notification(channel, data) if channel.startswith(b"__key") else None
+        heard: dict[Policy, bool] = {}
         for sub in list(listeners):
+            if about is not None:
+                policy = sub.principal.policy
+                allowed = heard.get(policy)
+                if allowed is None:
+                    allowed = heard[policy] = policy.unrestricted or (
+                        about[0] == self._db and
+                        policy.denied_key([(about[1], frozenset())]) is None)
+                if not allowed:
+                    continue
             sub.push(message)
 
     # leaving ------------------------------------------------------------------------------
@@ -463,6 +482,16 @@ class Hub:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def notification(channel: bytes, data: bytes) -> tuple[int, bytes, bytes] | None:
+    """(database, key, event) of a keyspace notification; None for any other message."""
+    found = _NOTIFICATION.fullmatch(channel)
+    if found is None:
+        return None
+    space, db, tail = found.groups()
+    key, event = (tail, data) if space == b"space" else (data, tail)
+    return int(db), key, event
 
 
 def _consume(future: asyncio.Future[None]) -> None:
