@@ -121,6 +121,21 @@ def test_stale_users_are_removed_and_others_kept(server: RedisServer) -> None:
     server.cli("ACL", "DELUSER", "rgw-someone-elses")
 
 
+def test_a_user_another_gateway_is_connected_as_is_kept(server: RedisServer) -> None:
+    """Two gateways with different tokens on one Redis: the second's start does not cut
+    the first off (found by a red-team pass: users were removed at every restart)."""
+    with gateway(server.url) as first:
+        assert post(first, "ro", ["GET", "app:k"]).status_code == 200  # connected as it
+        second = GatewayProcess(server.url, rules={k: v for k, v in RULES.items() if k != "ro"})
+        second.start()
+        try:
+            assert acl_user_name(RULES["ro"]) in server.cli("ACL", "USERS").split()
+            assert "clients are connected as it" in second.log
+        finally:
+            second.stop()
+        assert post(first, "ro", ["GET", "app:k"]).status_code == 200
+
+
 def acl_user_name(rules: str) -> str:
     return acl_user(parse(rules), 0, b":").name
 

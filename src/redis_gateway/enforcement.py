@@ -109,7 +109,25 @@ async def _remove_stale(node: Node, wanted: set[str], secret: bytes) -> None:
         raise RedisUnavailable(f"Redis at {node.label} did not list its users: {listing}")
     stale = [u.decode() for u in listing
              if u.startswith(USER_PREFIX.encode()) and u.decode() not in wanted]
+    if not stale:
+        return
+    # Another gateway with other tokens may share this Redis and our secret: a user with
+    # clients connected is someone's now, and removing it would cut them off at every
+    # start of ours. One nobody is connected as is removed (a gateway that needs it again
+    # makes it again). If we cannot see who is connected, nothing is removed.
+    (clients,) = await node.run([[b"CLIENT", b"LIST"]])
+    if not isinstance(clients, bytes | str):
+        log.info("kept the ACL users %s on %s: CLIENT LIST did not show who uses them (%s)",
+                 ", ".join(stale), node.label, clients)
+        return
+    text = clients.decode("latin-1") if isinstance(clients, bytes) else clients
+    in_use = {field[5:] for line in text.splitlines() for field in line.split(" ")
+              if field.startswith("user=")}
     for username in stale:
+        if username in in_use:
+            log.info("kept the ACL user %s on %s: no token of ours has its rules, but "
+                     "clients are connected as it (another gateway's?)", username, node.label)
+            continue
         (found,) = await node.run([[b"ACL", b"GETUSER", username.encode()]])
         ours = hashlib.sha256(password_of(username, secret).encode()).hexdigest().encode()
         passwords = pairs(found).get("passwords") if isinstance(found, list) else None
