@@ -298,8 +298,11 @@ def test_bodies_count_until_they_are_answered(redis_server: RedisServer) -> None
     (its JSON text, the command's arguments, what is written to Redis), and if each
     were let go once read, all 20 would be held at once."""
     size = 4 * 1024 * 1024
+    # One token may hold the whole budget here: this is about the budget itself (the
+    # next test is about one token's share of it).
     gw = GatewayProcess(redis_server.url, rules={"admin": "admin", "victim": "read-only"},
-                        config_extra=f"[limits]\nmax_pending_request_bytes = {BUDGET}\n").start()
+                        config_extra=(f"[limits]\nmax_pending_request_bytes = {BUDGET}\n"
+                                      "token_body_share = 1\n")).start()
     try:
         body = json.dumps(["SET", "big", "x" * size]).encode()
         request = (b"POST / HTTP/1.1\r\nHost: gw\r\n" + auth(gw)
@@ -314,7 +317,7 @@ def test_bodies_count_until_they_are_answered(redis_server: RedisServer) -> None
                     sock.sendall(request)
                     (answer,) = read_responses(sock)
                     statuses.append(int(answer.split(b" ")[1]))
-                except OSError:  # refused (503) and reset while it still sent its body
+                except OSError:  # refused and reset while it still sent its body
                     statuses.append(0)
 
         redis_command(redis_server.port, "CLIENT", "PAUSE", "1500", "WRITE")
@@ -330,15 +333,51 @@ def test_bodies_count_until_they_are_answered(redis_server: RedisServer) -> None
                 thread.join(timeout=30)
         grown = peak_rss_bytes(gw) - before
         report("20 bodies of 4 MiB, Redis paused", quiet, attacked, grown)
-        assert len(statuses) == 20 and set(statuses) <= {0, 200, 503}, statuses
+        # Past the budget: 503, or 429 as the one token's share (all of it here) is full.
+        assert len(statuses) == 20 and set(statuses) <= {0, 200, 429, 503}, statuses
         assert 200 in statuses and statuses.count(200) < 20
         # The 20 bodies are 80 MiB. The budget takes three at a time, and each lives on in
-        # a few copies while it is handled: about 4.5 x BUDGET measured, against 17 x
-        # when a body stopped counting once read.
+        # a few copies while it is handled: under 4 x BUDGET measured, against 17 x when a
+        # body stopped counting once read.
         assert grown < 8 * BUDGET, grown
         assert max(attacked) < 3.0
     finally:
         redis_command(redis_server.port, "CLIENT", "UNPAUSE")
+        gw.stop()
+
+
+def test_one_tokens_bodies_hold_at_most_its_share(redis_server: RedisServer) -> None:
+    """While Redis holds writes, one token sends 3 MiB SETs on connection after connection:
+    past its share of the budget (limits.token_body_share, half by default) it gets 429,
+    for it only; another token's SET of the same size still finds room and is answered."""
+    size = 3 * 1024 * 1024
+    gw = GatewayProcess(redis_server.url, rules={"admin": "admin", "other": "read-write"},
+                        config_extra=f"[limits]\nmax_pending_request_bytes = {BUDGET}\n").start()
+    opened: list[socket.socket] = []
+
+    def send(token: str, key: str) -> socket.socket:
+        body = json.dumps(["SET", key, "x" * size]).encode()
+        sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        opened.append(sock)
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "
+                     + gw.tokens[token].encode() + b"\r\nContent-Length: %d\r\n\r\n"
+                     % len(body) + body)
+        return sock
+
+    try:
+        redis_command(redis_server.port, "CLIENT", "PAUSE", "3000", "WRITE")
+        held = [send("admin", f"big:{i}") for i in range(2)]  # half the budget: its share
+        (refused,) = read_responses(send("admin", "big:2"))
+        assert refused.startswith(b"HTTP/1.1 429") and b"token_body_share" in refused
+        other = send("other", "big:other")
+        redis_command(redis_server.port, "CLIENT", "UNPAUSE")
+        for sock in (*held, other):
+            (answer,) = read_responses(sock)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    finally:
+        redis_command(redis_server.port, "CLIENT", "UNPAUSE")
+        for sock in opened:
+            sock.close()
         gw.stop()
 
 

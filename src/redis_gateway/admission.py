@@ -111,6 +111,7 @@ class Admission:
         self._limits = limits
         self._shared_rate = shared_rate
         self._in_flight: dict[str, int] = {}
+        self._bodies_held: dict[str, int] = {}  # bytes of large bodies not yet answered
         self._reserved: dict[str, _Gate] = {}
         self._tat: dict[str, float] = {}  # GCRA: each token's theoretical arrival time
         # Redis's work grows with what it sends; the gateway's reading and parsing with
@@ -149,11 +150,44 @@ class Admission:
                 raise _over_rate(name, share, wait)
             if share.concurrency:
                 self._check_concurrency(name, share, self._in_flight.get(name, 0))
+            self._check_bodies_held(name, body)
             if share.body_rate:
                 self._take_body(name, share, body)
         except TooManyRequests as refused:
             return refused
         return None
+
+    def _check_bodies_held(self, name: str, body: int) -> None:
+        """A token's large bodies may hold its part of the memory for requests
+        (limits.token_body_share of max_pending_request_bytes), so that one token's uploads
+        cannot take it from the others'. One body alone always may: the server's own
+        budget then decides."""
+        held = self._bodies_held.get(name, 0)
+        limits = self._limits
+        limit = int(limits.max_pending_request_bytes * limits.token_body_share)
+        if held and held + body > limit:
+            raise _limited(TooManyRequests(
+                f"token '{name}' holds {held} bytes of request bodies not yet answered, and "
+                f"{body} more would pass its part of the gateway's memory for requests "
+                f"({limit} bytes: limits.token_body_share of max_pending_request_bytes); "
+                "retry shortly", reason="bodies_held"))
+
+    def hold_body(self, name: str, body: int) -> Callable[[], None]:
+        """Count a large body judged by its head (``refusal``) as the token's until its
+        request is answered; the callable lets go of it (once)."""
+        held = self._bodies_held
+        held[name] = held.get(name, 0) + body
+
+        def let_go() -> None:
+            nonlocal body
+            if body:
+                left = held[name] - body
+                body = 0
+                if left:
+                    held[name] = left
+                else:
+                    del held[name]
+        return let_go
 
     def _enter(self, name: str, share: Share, body: int) -> None:
         if share.reply_rate:

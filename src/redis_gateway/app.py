@@ -190,6 +190,16 @@ class Gateway:
         response = None
         if declared is not None and limits.max_header_bytes < declared <= limits.max_body_bytes:
             response = self.judge_body(request, declared)
+        try:
+            await self._serve_asgi(request, response, declared, send, receive)
+        finally:
+            if request.let_go is not None:
+                request.let_go()
+
+    async def _serve_asgi(self, request: Request, response: Response | None,
+                          declared: int | None, send: Send, receive: Receive) -> None:
+        limits = self.settings.limits
+        method = request.method
         if response is None:
             try:
                 request.body = await read_body(receive, declared, limits.max_body_bytes,
@@ -263,8 +273,9 @@ class Gateway:
     def judge_body(self, request: Request, length: int) -> Response | None:
         """Before a large body is read (``request`` has its head only): the 429 a known
         token over its share gets now, or None, its ``length`` charged to the token's
-        body budget (``Admission.refusal``). An unknown token is judged when its
-        request runs, as every other."""
+        body budget (``Admission.refusal``) and held as the token's until the request
+        is answered: the server calls ``request.let_go`` then. An unknown token is
+        judged when its request runs, as every other."""
         token = bearer_token(request) or graphql_token(request)
         principal = self.tokens.known_now(token) if token else None
         if principal is None:
@@ -273,6 +284,7 @@ class Gateway:
         if refused is not None:
             return _error(refused)
         request.body_charged = bool(principal.share.body_rate)
+        request.let_go = self.admission.hold_body(principal.name, length)
         return None
 
     def hub(self, principal: Principal) -> Hub:

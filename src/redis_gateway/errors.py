@@ -88,7 +88,7 @@ class TooManyRequests(GatewayError):
         super().__init__(message)
         self.retry_after = retry_after
         # Which limit: concurrency, rate, reply_rate, body_rate, redis_time,
-        # reserved (a metric label).
+        # reserved, bodies_held (a metric label).
         self.reason = reason
 
 

@@ -33,8 +33,8 @@ class Request:
     so the front doors never see either's plumbing.
     """
 
-    __slots__ = ("body", "body_charged", "headers", "method", "path", "query_string",
-                 "raw_path")
+    __slots__ = ("body", "body_charged", "headers", "let_go", "method", "path",
+                 "query_string", "raw_path")
 
     def __init__(self, method: str, path: str, raw_path: bytes, query_string: bytes,
                  headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -47,6 +47,9 @@ class Request:
         # Its body was charged to its token's body budget before it was read (by its
         # announced length, see ``Gateway.judge_body``): not charged again when admitted.
         self.body_charged = False
+        # Called once it is answered (or dropped): lets go of what its body held of its
+        # token's part of max_pending_request_bytes (``Admission.hold_body``).
+        self.let_go: Callable[[], None] | None = None
 
     def unjudged_body(self) -> int:
         """The bytes of its body its admission charges (``admission.Admission.request``)."""

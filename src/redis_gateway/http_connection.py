@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -85,8 +86,8 @@ class RequestState:
     """One request from its first byte until the app takes it: what the parser gave."""
 
     __slots__ = ("body", "body_charged", "content_length", "continue_due", "deadline",
-                 "expect", "head_bytes", "headers", "held", "hold", "keep_alive", "method",
-                 "response", "url", "version")
+                 "expect", "head_bytes", "headers", "held", "hold", "keep_alive", "let_go",
+                 "method", "response", "url", "version")
 
     def __init__(self, deadline: float) -> None:
         self.url = b""
@@ -103,7 +104,14 @@ class RequestState:
         self.deadline = deadline  # for the rest of it to arrive
         self.response: bytes | None = None  # a refusal, sent instead of running the app
         self.body_charged = False  # see Request.body_charged
+        self.let_go: Callable[[], None] | None = None  # see Request.let_go
         self.hold = 0.0  # seconds before its refusal is sent (a 429: MAX_HOLD_SECONDS)
+
+    def done(self) -> None:
+        """Answered or dropped: what it held of its token's share is free."""
+        if self.let_go is not None:
+            self.let_go()
+            self.let_go = None
 
     def size(self) -> int:
         """The memory it holds, as counted against the limits."""
@@ -190,6 +198,9 @@ class HttpConnection(asyncio.Protocol):
         self._state.connections.discard(self)
         if self._state.stopping and not self._state.connections:
             self._state.all_closed.set()
+        for request in (self._current, *self._queue):
+            if request is not None:
+                request.done()
         self._current = None
         self._queue.clear()
         self._queued_bytes = self._running_bytes = 0
@@ -305,6 +316,7 @@ class HttpConnection(asyncio.Protocol):
             # Raised after on_message_complete queued the upgrade request: not run.
             request = self._queue.pop()
             self._queued_bytes -= request.held
+            request.done()
             if self._queue or self._running or not self._upgrade(request):
                 self._refuse_now(400, "upgrades are served only for WebSocket on /ws and "
                                       "/graphql, as a connection's first request")
@@ -364,6 +376,7 @@ class HttpConnection(asyncio.Protocol):
                               _hold_for(refused) if refused.status == 429 else 0.0)
             raise _Refused
         request.body_charged = head.body_charged
+        request.let_go = head.let_go
 
     def _held(self) -> int:
         """What this connection holds for requests not yet answered."""
@@ -458,6 +471,8 @@ class HttpConnection(asyncio.Protocol):
         self._refuse_with(error_response(status, message, headers))
 
     def _refuse_with(self, response: bytes, hold: float = 0.0) -> None:
+        if self._current is not None:
+            self._current.done()
         self._current = None
         self._unparsed = b""
         self._closing = True
@@ -550,7 +565,10 @@ class HttpConnection(asyncio.Protocol):
                     await self._pause(request.hold)
                 self._finish(request.response)
                 return
-            await self._run(request)
+            try:
+                await self._run(request)
+            finally:
+                request.done()
             self._running = False
             self._running_bytes = 0
             if self._charged:  # answered: what it held is free for the next

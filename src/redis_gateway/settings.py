@@ -111,6 +111,9 @@ class LimitSettings:
     # at once, and the fraction of a backend's reserved connections it may hold.
     token_concurrency: int = 256
     token_reserved_share: float = 0.5
+    # The fraction of max_pending_request_bytes one token's large bodies may hold until
+    # answered (judged by a body's announced length, before it is read).
+    token_body_share: float = 0.5
     # Requests per second per token (0: no rate limit unless the token sets one), and how
     # many may arrive at once (0: one second's worth).
     token_rate: float = 0.0
@@ -364,8 +367,9 @@ def _finish(settings: Settings) -> Settings:
                     raise SettingsError(f"{section}.{f.name}: must not be negative")
             elif not isinstance(value, bool) and value <= 0:
                 raise SettingsError(f"{section}.{f.name}: must be greater than 0")
-    if not 0 < settings.limits.token_reserved_share <= 1:
-        raise SettingsError("limits.token_reserved_share: must be more than 0 and at most 1")
+    for share in ("token_reserved_share", "token_body_share"):
+        if not 0 < getattr(settings.limits, share) <= 1:
+            raise SettingsError(f"limits.{share}: must be more than 0 and at most 1")
     limits = settings.limits
     if limits.max_pending_request_bytes < limits.max_body_bytes:
         raise SettingsError(f"limits.max_pending_request_bytes: must be at least max_body_bytes "

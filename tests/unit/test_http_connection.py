@@ -86,6 +86,7 @@ class EchoApp:
         self.seen: list[Request] = []
         self.held: dict[str, asyncio.Event] = {}
         self.judged: list[tuple[str, int]] = []
+        self.holding: dict[str, int] = {}  # bodies judged by their head and not let go
 
     def hold(self, path: str) -> asyncio.Event:
         self.held[path] = asyncio.Event()
@@ -103,11 +104,17 @@ class EchoApp:
                                         "body": request.body.decode()}), [JSON_TYPE])
 
     def judge_body(self, request: Request, length: int) -> Response | None:
-        """Large bodies to /refused are refused by their head (as a token over its share)."""
+        """Large bodies to /refused are refused by their head (as a token over its share);
+        the others are held (``let_go``) until answered, as the gateway holds a token's."""
         self.judged.append((request.path, length))
         if request.path == "/refused":
             return Response(429, json_body({"error": "over its share"}),
                             [JSON_TYPE, (b"retry-after", b"2")])
+        self.holding[request.path] = self.holding.get(request.path, 0) + 1
+
+        def let_go(path: str = request.path) -> None:
+            self.holding[path] -= 1
+        request.let_go = let_go
         return None
 
     async def warm_up(self) -> None:
@@ -497,6 +504,53 @@ async def test_the_app_judges_a_large_body_by_its_head_before_it_is_read(
     await until(lambda: transport.sent)
     assert responses(bytes(transport.sent))[0].status == 200
     assert app.judged == [("/refused", 5000)]
+
+
+async def test_what_a_judged_body_holds_is_let_go_once_however_its_request_ends(
+        make: Make, app: EchoApp, clock: Clock) -> None:
+    """A token's large bodies count as its own until answered (``Request.let_go``): every
+    way a request can end lets go exactly once, or a token would be refused for ever."""
+    big = b"x" * 5000
+
+    def announce(path: str) -> bytes:
+        return b"POST %b HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(big))
+
+    conn, transport = make(max_header_bytes=1000, max_body_bytes=10_000)
+    held = app.hold("/answered")
+    conn.data_received(announce("/answered") + big)
+    await until(lambda: app.seen)
+    assert app.holding == {"/answered": 1}  # while the app has it
+    held.set()
+    await until(lambda: transport.sent)
+    assert app.holding == {"/answered": 0}
+    # The body never comes: 408 at its deadline.
+    conn, transport = make()
+    conn.data_received(announce("/late") + big[:10])
+    assert app.holding["/late"] == 1
+    clock.advance(60)
+    conn.expire(clock.now)
+    assert app.holding["/late"] == 0
+    # The client goes away mid-body, and with a request queued behind a running one.
+    conn, transport = make()
+    conn.data_received(announce("/gone") + big[:10])
+    conn.connection_lost(None)
+    assert app.holding["/gone"] == 0
+    conn, transport = make()
+    app.hold("/first")
+    conn.data_received(announce("/first") + big + announce("/second") + big)
+    await until(lambda: app.seen[-1].path == "/first")
+    assert app.holding["/first"] == app.holding["/second"] == 1
+    conn.connection_lost(None)
+    await settle()
+    assert app.holding["/second"] == 0
+    app.held["/first"].set()
+    await until(lambda: app.holding["/first"] == 0)
+    # Judged, then refused for what else its head says (417): let go at once.
+    conn, transport = make()
+    conn.data_received(announce("/odd")[:-2] + b"Expect: something\r\n\r\n")
+    await until(lambda: transport.eof)
+    assert [r.status for r in responses(bytes(transport.sent))] == [417]
+    assert app.holding["/odd"] == 0
 
 
 async def test_memory_estimates_cover_what_queued_requests_take(make: Make,

@@ -41,7 +41,7 @@ class Sink:
 
     def rate_limited(self, reason: str) -> None:
         """A request refused with 429: "concurrency", "rate", "reply_rate", "body_rate",
-        "redis_time", "reserved"."""
+        "redis_time", "reserved", "bodies_held"."""
 
     def token_reload(self, source: str) -> None:
         """Tokens read again: "file" (the tokens file changed) or "redis" (a cache miss)."""

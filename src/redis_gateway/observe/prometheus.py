@@ -47,7 +47,7 @@ REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 DOORS = ("rest", "graphql", "health", "console", "metrics", "other")
 RATE_LIMIT_REASONS = ("concurrency", "rate", "reply_rate", "body_rate", "redis_time",
-                      "reserved")
+                      "reserved", "bodies_held")
 BACKEND_EVENTS = ("reconnect", "redirect", "failover")
 STREAM_KINDS = ("sse", "websocket")
 
