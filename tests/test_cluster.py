@@ -7,6 +7,7 @@ One 3-primary/3-replica cluster made by ``redis-cli --cluster create`` for the m
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -159,6 +160,32 @@ def test_scripts_and_functions_go_where_their_keys_are(http: httpx.Client,
         assert result(http, "EVALSHA", sha, 1, key, 3) == 3
         assert result(http, "EVAL", "return redis.call('GET', KEYS[1])", 1, key) == "3"
         assert result(http, "FCALL", "getset2", 1, key, "f") == "f"
+
+
+def test_a_script_cannot_pose_as_a_redirect(gw: GatewayProcess, cluster: RedisCluster) -> None:
+    """A script may return any error text: "ASK <slot> host:port" from redis.error_reply
+    must not send the gateway (with its credentials) or anyone's commands anywhere, nor
+    "MOVED" repoint a slot (found by a red-team pass)."""
+    key = "app:{victim}"
+    slot = key_slot(key.encode())
+    owner = cluster.primary_for(key)
+    elsewhere = next(p for p in cluster.primaries() if p.port != owner.port)
+    with socket.socket() as trap, gw.client("rw") as attacker, gw.client() as victim:
+        trap.bind(("127.0.0.1", 0))
+        trap.listen()
+        trap.setblocking(False)
+        fake = f"127.0.0.1:{trap.getsockname()[1]}"
+        result(victim, "SET", key, "kept")
+        other_slot = (slot + 1) % 16384
+        forged = [f"ASK {slot} {fake}", f"MOVED {slot} {fake}", f"ASK {other_slot} {fake}",
+                  f"MOVED {other_slot} 127.0.0.1:{elsewhere.port}"]  # a node, not its slot
+        for text in forged:
+            reply = run(attacker, "EVAL", f"return redis.error_reply('{text}')", 1, key)
+            assert reply.status_code == 400 and text in reply.text, reply.text
+            assert result(victim, "GET", key) == "kept"
+        with pytest.raises(BlockingIOError):  # nobody came
+            trap.accept()
+        assert result(victim, "GET", key) == "kept"
 
 
 def test_keyless_commands_fan_out_and_merge(http: httpx.Client) -> None:

@@ -29,7 +29,7 @@ from ..node import Dispatch, Node, read_on_replica
 from ..slots import KEYLESS, SlotFinder, key_slot
 from .fanout import FanOut, fan_outs, merge
 from .multikey import Split, SplitBatch, split, splits
-from .redirect import parse_redirect
+from .redirect import Redirect, parse_redirect
 from .slotmap import Shard, SlotMap
 from .tips import Tips
 
@@ -153,7 +153,7 @@ class Router:
                     results[i] = reply
                     if not isinstance(reply, ReplyError):
                         continue
-                    if self._follow(reply, node, i, ask_to):
+                    if self._follow(reply, node, i, slots[i], ask_to):
                         pending.append(i)  # not run: send it again where it points
                     elif str(reply).startswith(UNAVAILABLE):
                         self._map.stale()
@@ -163,9 +163,10 @@ class Router:
             if not pending:
                 return
 
-    def _follow(self, reply: ReplyError, node: Node, i: int, ask_to: dict[int, Node]) -> bool:
+    def _follow(self, reply: ReplyError, node: Node, i: int, slot: int,
+                ask_to: dict[int, Node]) -> bool:
         """Whether the reply redirects; a MOVED corrects the map, an ASK is noted."""
-        redirect = parse_redirect(reply, node.endpoint[0])
+        redirect = self._believed(parse_redirect(reply, node.endpoint[0]), slot)
         if redirect is None:
             return False
         metrics.sink.backend_event(node.label, "redirect")
@@ -278,8 +279,9 @@ class Router:
                 replies = replies[1:]
             # A queued command refused with MOVED or ASK made EXEC abort: nothing ran,
             # so the whole transaction can go where it points.
-            redirect = next((found for r in replies[1:-1]
-                             for found in [parse_redirect(r, node.endpoint[0])] if found), None)
+            redirect = next((found for r in replies[1:-1] for found in
+                             [self._believed(parse_redirect(r, node.endpoint[0]), slot)]
+                             if found), None)
             if redirect is None:
                 break
             metrics.sink.backend_event(node.label, "redirect")
@@ -293,6 +295,21 @@ class Router:
                 raise RedisUnavailable(f"Redis Cluster cannot serve this transaction now "
                                        f"({reply}); nothing was run, retry shortly")
         return replies
+
+
+    def _believed(self, redirect: Redirect | None, slot: int) -> Redirect | None:
+        """Only Redis's own redirects are followed. A script may return any error text
+        (``redis.error_reply("ASK 0 host:port")``): followed, it would send the gateway,
+        its credentials and other tokens' commands for a slot to whatever host it named.
+        Redis redirects a command only for the slot of its keys, and only to a node of
+        the cluster: anything else is left as the error reply it is (and the map is read
+        again, in case a node joined)."""
+        if redirect is None:
+            return None
+        if redirect.slot != slot or not self._map.lists(redirect.endpoint):
+            self._map.stale()
+            return None
+        return redirect
 
 
 def _cross_slot_transaction(first: bytes, slot: int, other: bytes, other_slot: int) -> str:

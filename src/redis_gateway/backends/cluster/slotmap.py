@@ -62,6 +62,7 @@ class SlotMap:
         # changes it.
         self.by_slot: list[Shard | None] = [None] * SLOTS
         self._by_primary: dict[Endpoint, Shard] = {}
+        self._listed: set[Endpoint] = set()  # every node the cluster itself named
         self._layout: list[ShardLayout] = []
         self._retiring: set[asyncio.Task[None]] = set()
         self._refresher = Refresher(
@@ -88,8 +89,13 @@ class SlotMap:
         if time.monotonic() - self._refresher.started_at > MAP_MAX_AGE:
             self.stale()
 
+    def lists(self, endpoint: Endpoint) -> bool:
+        """Whether the cluster named this node (a primary or a replica) when last read."""
+        return endpoint in self._listed
+
     def moved(self, slot: int, endpoint: Endpoint) -> None:
-        """MOVED: the slot is served elsewhere now. Fix it at once; re-read the rest."""
+        """MOVED to a node the map lists: the slot is served there now. Fix it at once;
+        re-read the rest."""
         shard = self._by_primary.get(endpoint)
         if shard is None:
             shard = self._by_primary[endpoint] = Shard(self.nodes.at(endpoint), [])
@@ -152,7 +158,7 @@ class SlotMap:
             log.info("backend '%s': %d shards: %s", self._name, len(shards), ", ".join(
                 f"{d.primary[0]}:{d.primary[1]} ({len(d.replicas)} replicas)" for d in layout))
             self._layout = layout
-        in_use = {e for d in layout for e in (d.primary, *d.replicas)}
+        in_use = self._listed = {e for d in layout for e in (d.primary, *d.replicas)}
         for node in self.nodes:
             if node.endpoint not in in_use:
                 self.nodes.drop(node.endpoint)
