@@ -136,6 +136,33 @@ def test_tokens_kept_in_redis_are_shared_and_signed() -> None:
         server.close()
 
 
+def test_scripts_cannot_reach_the_store_through_a_wider_pattern() -> None:
+    """Redis has no pattern that excludes: a managed user writes '*' as the patterns of
+    every key but the gateway's, but '~*:*' (or 'r*', '?*', ...) reaches them as it is.
+    Scripts, which only Redis checks, are refused to such rules (found by a red-team
+    pass: a script restored a revoked token's record and removed its tombstone)."""
+    server = RedisServer().start()
+    rules = {"colon": "read-write resetkeys ~*:*", "rw": "read-write",
+             "app": "read-write resetkeys ~app:*"}
+    gw = GatewayProcess(server.url, rules=rules, config_extra=(
+        'token_store = "redis"\ntoken_store_secret = "s3cret-for-tests"\n')).start()
+    try:
+        read_store = ["EVAL", "return redis.call('HGETALL', 'redis-gateway:tokens')", "0"]
+        with gw.client("colon") as colon:
+            refused = colon.post("/", json=read_store)
+            assert refused.status_code == 403 and "'*:*'" in refused.json()["error"]
+            assert colon.post("/", json=["HGETALL", "redis-gateway:tokens"]).status_code == 403
+            assert colon.post("/", json=["SET", "a:b", "1"]).json() == {"result": "OK"}
+        for name in ("rw", "app"):  # '*' is guarded in Redis, 'app:*' never reaches it
+            with gw.client(name) as client:
+                assert client.post("/", json=["EVAL", "return 1", "0"]).json() == {"result": 1}
+                denied = client.post("/", json=read_store)
+                assert denied.status_code == 403 and "NOPERM" in denied.text, denied.text
+    finally:
+        gw.stop()
+        server.close()
+
+
 def test_token_hash_command() -> None:
     result = subprocess.run([sys.executable, "-m", "redis_gateway", "token", "hash", "abc"],
                             capture_output=True, text=True, timeout=30)

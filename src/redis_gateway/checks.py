@@ -49,11 +49,11 @@ class Scope:
     """
 
     __slots__ = ("db", "in_transaction", "policy", "read_only", "redis_enforces",
-                 "repeat_cap", "user", "verdicts")
+                 "repeat_cap", "unguarded", "user", "verdicts")
 
     def __init__(self, policy: Policy, db: int, redis_enforces: bool, read_only: bool = False,
                  in_transaction: bool = False, user: RedisUser | None = None,
-                 reply_rate: float = 0.0) -> None:
+                 reply_rate: float = 0.0, unguarded: bytes | None = None) -> None:
         self.policy = policy
         # Elements a negative count may have Redis make in one command, for a token with
         # this reply budget (0: none): one second's worth of it (see _check_repeated).
@@ -61,6 +61,9 @@ class Scope:
         self.user = user  # the Redis user its commands run as (None: the gateway's own)
         self.db = db  # the database of the token's backend
         self.redis_enforces = redis_enforces  # Redis checks the rules too (ACL users)
+        # A key pattern with which its Redis user reaches the gateway's own keys
+        # (Enforcement.unguarded_pattern): Redis cannot be trusted with its scripts.
+        self.unguarded = unguarded
         self.read_only = read_only  # a GraphQL Query or a HEAD request: nothing may write
         self.in_transaction = in_transaction
         self.verdicts: dict[str, Verdict] = {}
@@ -135,6 +138,15 @@ def _verdict(scope: Scope, info: CommandInfo) -> Verdict:
                                 "cannot check, and this backend's Redis does not enforce token "
                                 "rules itself (enforcement = \"gateway\"); use enforcement = "
                                 "\"managed\" or \"mapped\" to allow scripts")
+    elif not policy.unrestricted and scope.unguarded is not None and \
+            "scripting" in info.categories:
+        pattern = _text(scope.unguarded)
+        forbidden = (Forbidden, f"NOPERM '{info.name}' runs code that only Redis checks, and "
+                                f"this token's key pattern '{pattern}' would let its Redis user "
+                                f"reach the gateway's own keys under "
+                                f"'{_text(policy.reserved_prefix)}', which no Redis pattern "
+                                "can exclude: scripts are refused to these rules; use key "
+                                "patterns that cannot match those keys (e.g. 'app:*')")
     by_arguments = (info.name == "copy" and not policy.unrestricted) or \
         (info.pubsub and not policy.all_channels) or \
         (info.name in _SORTS and not policy.all_keys_readable) or \

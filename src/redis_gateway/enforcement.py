@@ -45,6 +45,15 @@ class Enforcement:
     def redis_enforces(self) -> bool:
         return self.mode != "gateway"
 
+    def unguarded_pattern(self, policy: Policy) -> bytes | None:
+        """A key pattern of ``policy`` with which its Redis user reaches the gateway's own
+        keys: then only the gateway's check keeps them out, and it cannot see into scripts.
+        A managed user writes ``*`` without them; a mapped user is taken to carry the
+        token's patterns as they are."""
+        if self.mode == "gateway":
+            return None
+        return policy.reaching_reserved(star_guarded=self.mode == "managed")
+
     def user(self, policy: Policy) -> RedisUser | None:
         """The Redis user ``policy``'s commands run as; None: the gateway's own."""
         if self.mode == "gateway":
@@ -79,6 +88,14 @@ async def prepare(enforcement: Enforcement, backend: Backend, policies: Iterable
                     "rules; scripts and functions are refused to every token that is not "
                     "unrestricted (\"managed\" lets Redis enforce them)", name)
         return
+    policies = list(policies)
+    for policy in dict.fromkeys(policies):
+        pattern = enforcement.unguarded_pattern(policy)
+        if pattern is not None:
+            log.warning("backend '%s': the rules '%s' have the key pattern '%s', which would "
+                        "let their Redis user reach the gateway's own keys: their tokens may "
+                        "not run scripts", name, policy.text,
+                        pattern.decode("utf-8", "replace"))
     if mode == "mapped":
         users = ", ".join(f"'{r}' as {u.username}" for r, u in enforcement.mapped.items())
         log.info("backend '%s': enforcement = \"mapped\": Redis enforces token rules; tokens "

@@ -105,10 +105,11 @@ class Executor:
             if len(self._scopes) > 4096:  # rule sets come and go with tokens
                 self._scopes.clear()
             enforcement = self._enforcement[principal.backend]
-            scope = self._scopes[key] = Scope(principal.policy, enforcement.db,
+            policy = principal.policy
+            scope = self._scopes[key] = Scope(policy, enforcement.db,
                                               enforcement.redis_enforces, read_only,
-                                              in_transaction, enforcement.user(principal.policy),
-                                              reply_rate)
+                                              in_transaction, enforcement.user(policy),
+                                              reply_rate, enforcement.unguarded_pattern(policy))
         return scope
 
     def enforcement(self, backend: str) -> Enforcement:

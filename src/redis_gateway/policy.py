@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from .commands import READ_FLAGS, WRITE_FLAGS, CommandInfo
 from .redis_args import c_string
-from .redis_glob import glob_match
+from .redis_glob import glob_match, may_match_under
 
 PRESETS: dict[str, str] = {
     "read-only": "+@read +ping +echo +subscribe +psubscribe +ssubscribe "
@@ -100,6 +100,19 @@ class Policy:
     def guarding(self, prefix: bytes) -> Policy:
         """These rules with keys under ``prefix`` out of reach (unless unrestricted)."""
         return dataclasses.replace(self, reserved_prefix=prefix, _decisions={})
+
+    def reaching_reserved(self, *, star_guarded: bool) -> bytes | None:
+        """A key pattern that reaches the reserved prefix's keys in Redis's eyes, if any
+        (``allkeys`` as ``*``). ``star_guarded``: a pattern ``*`` is not one, as the
+        managed Redis user writes it as the patterns of every other key (``acl.py``).
+        The gateway's own check keeps such keys out of every command it sees; only Redis
+        checks what a script does."""
+        if self.unrestricted or not self.reserved_prefix:
+            return None
+        patterns = [b"*"] if self.all_keys_flag else []
+        patterns += [p for p, _ in self.key_patterns]
+        return next((p for p in patterns if not (star_guarded and p == b"*")
+                     and may_match_under(p, self.reserved_prefix)), None)
 
     def allows_command(self, info: CommandInfo) -> bool:
         allowed = self._decisions.get(info.name)

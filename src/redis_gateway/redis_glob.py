@@ -31,18 +31,24 @@ def _class(members: set[int]) -> bytes:
     return b"[" + b"".join(re.escape(bytes([m])) for m in sorted(members)) + b"]"
 
 
+# A parsed pattern: per position, the bytes it matches (one byte each), or None for ``*``
+# (any run of bytes, empty included).
+_Tokens = tuple[frozenset[int] | None, ...]
+_ANY = frozenset(range(256))
+
+
 @lru_cache(maxsize=4096)
-def _compile(pattern: bytes) -> re.Pattern[bytes]:
-    out = bytearray()
+def _tokens(pattern: bytes) -> _Tokens:
+    out: list[frozenset[int] | None] = []
     n, i = len(pattern), 0
     while i < n:
         c = pattern[i]
         if c == ord("*"):
             while i + 1 < n and pattern[i + 1] == ord("*"):
                 i += 1
-            out += b".*"
+            out.append(None)
         elif c == ord("?"):
-            out += b"."
+            out.append(_ANY)
         elif c == ord("["):
             i += 1
             negate = i < n and pattern[i] == ord("^")
@@ -67,13 +73,28 @@ def _compile(pattern: bytes) -> re.Pattern[bytes]:
                 else:
                     members.add(pattern[i])
                 i += 1
-            out += _class(set(range(256)) - members if negate else members)
+            out.append(_ANY - members if negate else frozenset(members))
         elif c == ord("\\") and n - i >= 2:
             i += 1
-            out += re.escape(pattern[i : i + 1])
+            out.append(frozenset((pattern[i],)))
         else:
-            out += re.escape(pattern[i : i + 1])
+            out.append(frozenset((c,)))
         i += 1
+    return tuple(out)
+
+
+@lru_cache(maxsize=4096)
+def _compile(pattern: bytes) -> re.Pattern[bytes]:
+    out = bytearray()
+    for token in _tokens(pattern):
+        if token is None:
+            out += b".*"
+        elif token == _ANY:
+            out += b"."
+        elif len(token) == 1:
+            out += re.escape(bytes(token))
+        else:
+            out += _class(set(token))
     return re.compile(bytes(out), re.DOTALL)
 
 
@@ -82,3 +103,29 @@ def glob_match(pattern: bytes, value: bytes) -> bool:
     if not value:
         return not pattern
     return _compile(pattern).fullmatch(value) is not None
+
+
+def may_match_under(pattern: bytes, prefix: bytes) -> bool:
+    """Whether some value starting with ``prefix`` matches ``pattern``: the pattern reaches
+    keys under that prefix. The pattern's positions are walked over the prefix's bytes, as
+    an automaton; a position still alive after them, with nothing impossible after it (an
+    empty class), can go on to match."""
+    tokens = _tokens(pattern)
+    alive = _past_stars({0}, tokens)
+    for byte in prefix:
+        alive = _past_stars({i + (token is not None) for i in alive if i < len(tokens)
+                             for token in [tokens[i]] if token is None or byte in token},
+                            tokens)
+        if not alive:
+            return False
+    return any(all(token is None or token for token in tokens[i:]) for i in alive)
+
+
+def _past_stars(positions: set[int], tokens: _Tokens) -> set[int]:
+    """The positions, and those after the ``*`` at any of them (a star may match nothing)."""
+    out = set(positions)
+    for i in sorted(positions):
+        while i < len(tokens) and tokens[i] is None:
+            i += 1
+            out.add(i)
+    return out
