@@ -92,6 +92,11 @@ def test_file_env_and_overrides_in_that_order(tmp_path: Path) -> None:
      "backends.default.seeds: only used with topology = \"cluster\""),
     ('redis = "redis://a:1"\n[backends.default]\nread_from_replicas = true',
      "backends.default.read_from_replicas: needs a topology with replicas"),
+    (f'[[tokens]]\nname = "app"\nhash = "sha256:{"0" * 64}"\nrules = "admin"\n'
+     f'[[tokens]]\nname = "app"\nhash = "sha256:{"1" * 64}"\nrules = "read-only"',
+     "tokens[1].name: another token is named 'app'"),
+    (f'[[tokens]]\nname = "a\\"b"\nhash = "sha256:{"0" * 64}"\nrules = "admin"',
+     "tokens[0].name: must be 1 to 128 letters"),
 ])
 def test_precise_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:

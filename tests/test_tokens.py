@@ -68,6 +68,33 @@ def test_file_tokens_lifecycle_with_a_running_gateway(redis_server: RedisServer)
     assert token not in gw.log
 
 
+def test_a_name_is_one_tokens(redis_server: RedisServer) -> None:
+    """A token's share, streams (onPutRedis) and logs go by its name: a second token of
+    that name is refused at creation, and skipped wherever one appears anyway (found by a
+    red-team pass: a read-only token named like a read-write one got its putRedis
+    results)."""
+    gw = GatewayProcess(redis_server.url, rules={"app": "read-write"}).start()
+    config = gw.dir / "gateway.toml"
+    try:
+        refused = cli("create", "--name", "app", "--rules", "read-only", config=config)
+        assert refused.returncode == 1 and "in the configuration" in refused.stderr
+        odd = cli("create", "--name", 'a"b\nc', "--rules", "read-only", config=config)
+        assert odd.returncode == 1 and "letters, digits" in odd.stderr
+        # Written into the file by hand: not loaded, and said so in the log.
+        token = new_token()
+        record = TokenRecord(name="app", hash=hash_token(token), rules="read-only")
+        (gw.dir / "tokens.json").write_text(json.dumps({"tokens": [record.to_json()]}))
+        deadline = time.monotonic() + 5  # the file is looked at on requests, once a second
+        while "another token has that name" not in gw.log:
+            assert time.monotonic() < deadline, gw.log
+            assert wait_status(gw.url, token, 401, timeout=0).status_code == 401
+            time.sleep(0.05)  # the next look at the log
+        with gw.client("app") as app:
+            assert app.post("/", json=["PING"]).json() == {"result": "PONG"}
+    finally:
+        gw.stop()
+
+
 def test_invalid_rules_are_refused_at_creation(tmp_path: Path) -> None:
     result = cli("create", "--name", "x", "--rules", "+@read banana", "--file",
                  str(tmp_path / "t.json"))

@@ -33,7 +33,7 @@ from .admission import Share
 from .errors import BadRequest, RedisUnavailable, Unauthorized
 from .observe import metrics
 from .policy import Policy, RuleError, parse
-from .settings import SHARE_KEYS, Settings
+from .settings import SHARE_KEYS, TOKEN_NAME, TOKEN_NAME_RULE, Settings
 
 log = logging.getLogger("redis_gateway.auth")
 
@@ -95,7 +95,9 @@ class Principal:
 
 
 def check_record(record: TokenRecord, backends: Iterable[str]) -> None:
-    """Refuse a token whose rules, expiry or backend would fail later."""
+    """Refuse a token whose name, rules, expiry or backend would fail later."""
+    if not TOKEN_NAME.fullmatch(record.name):
+        raise BadRequest(f"token {record.name!r}: its name {TOKEN_NAME_RULE}")
     try:
         parse(record.rules)
     except RuleError as exc:
@@ -214,6 +216,7 @@ class TokenStore:
     ) -> None:
         self._settings = settings
         self._static: dict[str, Principal] = {}
+        self._names: dict[str, str] = {}  # name -> hash, configuration and file tokens
         for token in settings.tokens:
             self._add_static(TokenRecord(
                 name=token.name, hash=token.hash, rules=token.rules,
@@ -238,6 +241,13 @@ class TokenStore:
     def _add_static(self, record: TokenRecord) -> None:
         check_record(record, self._settings.backends)
         self._static[record.hash] = self._principal(record)
+        self._names[record.name] = record.hash
+
+    def _name_taken(self, record: TokenRecord) -> bool:
+        """Another token of the configuration or the tokens file has this name: the later
+        source's record is skipped (its share, streams and logs would be the other's)."""
+        owner = self._names.get(record.name)
+        return owner is not None and owner != record.hash
 
     async def known(self, fetch_all: RedisFetchAll | None = None) -> list[Principal]:
         """Every principal known now: configuration, the tokens file and, given a way to
@@ -256,7 +266,8 @@ class TokenStore:
                     check_record(record, self._settings.backends)
                 except BadRequest:
                     continue
-                found.append(self._principal(record))
+                if not self._name_taken(record):
+                    found.append(self._principal(record))
         return found
 
     @property
@@ -281,6 +292,7 @@ class TokenStore:
         self._file_mtime = mtime
         metrics.sink.token_reload("file")
         self._from_file = {}
+        self._names = {p.name: h for h, p in self._static.items()}
         try:
             records = read_tokens_file(self._file)
         except (ValueError, TypeError) as exc:
@@ -292,7 +304,12 @@ class TokenStore:
             except BadRequest as exc:
                 log.error("tokens file %s: skipping %s", self._file, exc.message)
                 continue
+            if self._name_taken(record):
+                log.error("tokens file %s: skipping token '%s': another token has that name",
+                          self._file, record.name)
+                continue
             self._from_file[record.hash] = self._principal(record)
+            self._names[record.name] = record.hash
 
     async def _from_redis(self, token_hash: str) -> Principal | None:
         assert self._redis_fetch is not None and self._settings.token_store_secret
@@ -314,6 +331,8 @@ class TokenStore:
                 not is_revoked(tombstone, token_hash, secret):
             try:
                 check_record(record, self._settings.backends)
+                if self._name_taken(record):
+                    raise BadRequest(f"token '{record.name}': another token has that name")
                 principal = self._principal(record)
             except BadRequest as exc:
                 log.error("token record in Redis skipped: %s", exc.message)

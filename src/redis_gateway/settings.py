@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,13 @@ class BackendSettings:
         if self.read_from_replicas is None:
             return self.topology == "replicas"
         return self.read_from_replicas
+
+
+# A token's name: its share, its streams (onPutRedis) and the logs go by it, so it is one
+# token's only, and plain enough for a log line or a terminal.
+TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}")
+TOKEN_NAME_RULE = ("must be 1 to 128 letters, digits or . _ : @ + = / -, starting with a "
+                   "letter or digit")
 
 
 @dataclass(frozen=True)
@@ -408,10 +416,15 @@ def _finish(settings: Settings) -> Settings:
                 raise SettingsError(f"{where}.username: is required")
             if user.password is None and not user.password_secret_arn:
                 raise SettingsError(f"{where}: set password or password_secret_arn")
+    names: set[str] = set()
     for i, token in enumerate(settings.tokens):
         where = f"tokens[{i}]"
-        if not token.name:
-            raise SettingsError(f"{where}.name: is required")
+        if not TOKEN_NAME.fullmatch(token.name):
+            raise SettingsError(f"{where}.name: {TOKEN_NAME_RULE}")
+        if token.name in names:
+            raise SettingsError(f"{where}.name: another token is named '{token.name}': a "
+                                "token's share, streams and logs go by its name")
+        names.add(token.name)
         if not token.hash.startswith("sha256:") or len(token.hash) != 7 + 64:
             raise SettingsError(
                 f"{where}.hash: must be 'sha256:<64 hex digits>' "

@@ -38,6 +38,9 @@ def token_create(args: argparse.Namespace) -> int:
         **{k: getattr(args, k) for k in settings_mod.SHARE_KEYS},
     )
     check_record(record, settings.backends)
+    if any(t.name == args.name for t in settings.tokens):
+        raise GatewayError(f"a token named '{args.name}' is in the configuration; a "
+                           "token's share, streams and logs go by its name: choose another")
     if settings.token_store == "redis":
         assert settings.token_store_secret
         records = asyncio.run(_redis_tokens(settings))
