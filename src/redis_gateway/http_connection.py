@@ -83,7 +83,7 @@ class ServerState:
 
 
 class RequestState:
-    """One request from its first byte until the app takes it: what the parser gave."""
+    """One request from its first byte until it is answered: what the parser gave."""
 
     __slots__ = ("body", "body_charged", "content_length", "continue_due", "deadline",
                  "expect", "head_bytes", "headers", "held", "hold", "keep_alive", "let_go",
