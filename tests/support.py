@@ -179,6 +179,14 @@ class GatewayProcess:
         return httpx.Client(base_url=self.url, headers={
             "Authorization": f"Bearer {self.tokens[token]}"}, timeout=30, **kwargs)  # type: ignore[arg-type]
 
+    def memory(self, *, peak: bool = False) -> int:
+        """The gateway process's resident memory in bytes, from /proc: now (VmRSS), or the
+        most it has had (VmHWM)."""
+        assert self.process is not None
+        field = "VmHWM:" if peak else "VmRSS:"
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(x for x in status.splitlines() if x.startswith(field)).split()[1]) * 1024
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)

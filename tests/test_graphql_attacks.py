@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,14 +38,6 @@ def own(redis_server: RedisServer) -> Iterator[GatewayProcess]:
         yield gw
     finally:
         gw.stop()
-
-
-def rss_mib(gateway: GatewayProcess) -> float:
-    assert gateway.process
-    for line in Path(f"/proc/{gateway.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def post(client: httpx.Client, query: str, variables: Any = None) -> httpx.Response:
@@ -178,14 +169,14 @@ def test_four_megabyte_document_is_refused_unparsed(own: GatewayProcess) -> None
     """The reproduction: a 4 MB ``{ __typename … }``; it froze the loop for 30 s and the
     document cache kept its tree (RSS 660 MB -> 1.1 GB after two more)."""
     document = "{ " + "__typename " * (4 * 1024 * 1024 // 11) + "}"
-    start_rss = rss_mib(own)
+    start_rss = own.memory() / 2**20
 
     def send(client: httpx.Client, i: int) -> None:
         message = limit_error(post(client, document + f"#{i}"))
         assert "the limit is 32768 bytes (graphql.max_document_bytes)" in message
 
     report("4 MB document", *attack(own, send, requests=4))
-    grown = rss_mib(own) - start_rss
+    grown = own.memory() / 2**20 - start_rss
     print(f"[4 MB document] gateway RSS grew {grown:.1f} MiB over 8 documents")
     assert grown < 100  # a few bodies in flight at most; nothing kept
 
@@ -200,10 +191,10 @@ def test_document_cache_is_bounded_in_bytes(own: GatewayProcess) -> None:
     with own.client("admin") as client:
         for i in range(3):  # warm up whatever the first requests allocate
             limit_error(post(client, document(1000 + i)))
-        start_rss = rss_mib(own)
+        start_rss = own.memory() / 2**20
         for i in range(200):
             assert "(graphql.max_fields)" in limit_error(post(client, document(i)))
-    grown = rss_mib(own) - start_rss
+    grown = own.memory() / 2**20 - start_rss
     print(f"\n[document cache] gateway RSS grew {grown:.1f} MiB over 200 distinct "
           "15 KB documents")
     assert grown < 60  # unbounded by bytes, the cache would have kept ~170 MB of trees

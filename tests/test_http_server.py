@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -153,22 +152,6 @@ def bounded(redis_server: RedisServer) -> Iterator[GatewayProcess]:
     gw.stop()
 
 
-def rss_bytes(gw: GatewayProcess) -> int:
-    """The gateway process's resident memory, from /proc."""
-    assert gw.process is not None
-    status = Path(f"/proc/{gw.process.pid}/status").read_text()
-    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-    return int(line.split()[1]) * 1024
-
-
-def peak_rss_bytes(gw: GatewayProcess) -> int:
-    """The most resident memory the gateway process has had (VmHWM)."""
-    assert gw.process is not None
-    status = Path(f"/proc/{gw.process.pid}/status").read_text()
-    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
-    return int(line.split()[1]) * 1024
-
-
 def victim_latencies(gw: GatewayProcess, count: int = 10, token: str = "admin") -> list[float]:
     """Seconds each of ``count`` small requests takes, on the victim's own connection."""
     out = []
@@ -204,7 +187,7 @@ def test_a_client_that_reads_no_responses_is_not_read_either(
     value = 1024 * 1024
     redis_command(redis_server.port, "SET", "big", b"v" * value)
     quiet = victim_latencies(bounded)
-    before, ran = rss_bytes(bounded), gets_run(redis_server)
+    before, ran = bounded.memory(), gets_run(redis_server)
     request = (b"GET /get/big HTTP/1.1\r\nHost: gw\r\n" + auth(bounded) + b"\r\n")
     with socket.socket() as attacker:
         attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -220,7 +203,7 @@ def test_a_client_that_reads_no_responses_is_not_read_either(
             if now != seen:
                 seen, still_since = now, time.monotonic()
             assert now - ran < 300, "every pipelined request ran: no back-pressure"
-        grown = rss_bytes(bounded) - before
+        grown = bounded.memory() - before
     report("300 pipelined 1 MiB GETs, never read", quiet, attacked, grown)
     assert seen - ran < 30  # what the socket buffers hold, and one more
     assert grown < 16 * value
@@ -245,7 +228,7 @@ def test_slow_bodies_hold_no_more_than_the_budget(bounded: GatewayProcess) -> No
     size = 9 * 1024 * 1024
     piece = b"x" * (256 * 1024)
     quiet = victim_latencies(bounded)
-    before = rss_bytes(bounded)
+    before = bounded.memory()
     answers: list[bytes] = []
 
     def trickle(i: int) -> None:
@@ -274,7 +257,7 @@ def test_slow_bodies_hold_no_more_than_the_budget(bounded: GatewayProcess) -> No
     try:
         while any(thread.is_alive() for thread in attackers):  # each ends with its answer
             attacked += victim_latencies(bounded, 2)
-            peak = max(peak, rss_bytes(bounded))
+            peak = max(peak, bounded.memory())
     finally:
         for thread in attackers:
             thread.join(timeout=30)
@@ -308,7 +291,7 @@ def test_bodies_count_until_they_are_answered(redis_server: RedisServer) -> None
         request = (b"POST / HTTP/1.1\r\nHost: gw\r\n" + auth(gw)
                    + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         quiet = victim_latencies(gw, token="victim")
-        before = peak_rss_bytes(gw)
+        before = gw.memory(peak=True)
         statuses: list[int] = []
 
         def send() -> None:
@@ -331,7 +314,7 @@ def test_bodies_count_until_they_are_answered(redis_server: RedisServer) -> None
         finally:
             for thread in senders:
                 thread.join(timeout=30)
-        grown = peak_rss_bytes(gw) - before
+        grown = gw.memory(peak=True) - before
         report("20 bodies of 4 MiB, Redis paused", quiet, attacked, grown)
         # Past the budget: 503, or 429 as the one token's share (all of it here) is full.
         assert len(statuses) == 20 and set(statuses) <= {0, 200, 429, 503}, statuses

@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -58,14 +57,6 @@ def bounded(redis_server: RedisServer) -> Iterator[GatewayProcess]:
                          timeout=60) == 3_000_000
     yield gw
     gw.stop()
-
-
-def peak_rss(gateway: GatewayProcess) -> int:
-    """The gateway's peak resident memory so far (VmHWM), in bytes."""
-    assert gateway.process is not None
-    status = Path(f"/proc/{gateway.process.pid}/status").read_text()
-    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
 
 
 def error(response: httpx.Response, status: int) -> str:
@@ -124,18 +115,18 @@ def test_srandmember_millions_is_refused_before_redis_builds_it(
                                                                        "typed2", "typed3"])
 def test_a_reply_of_millions_is_refused_without_building_it(
         bounded: GatewayProcess, headers: dict[str, str]) -> None:
-    before = peak_rss(bounded)
+    before = bounded.memory(peak=True)
     response, victims = with_victim(bounded, lambda c: c.post(
         "/", json=["LRANGE", "app:millions", "0", "-1"], headers=headers))
     assert "max_reply_bytes" in error(response, 413)
     assert_victims_served(victims)
-    assert peak_rss(bounded) - before < RSS_BOUND
+    assert bounded.memory(peak=True) - before < RSS_BOUND
 
 
 @pytest.mark.parametrize("headers", [{}, RESP2, TYPED3], ids=["json", "resp2", "typed3"])
 def test_a_large_value_is_refused_alone_and_in_a_pipeline(
         bounded: GatewayProcess, headers: dict[str, str]) -> None:
-    before = peak_rss(bounded)
+    before = bounded.memory(peak=True)
     response, victims = with_victim(bounded, lambda c: c.post(
         "/", json=["GET", "app:big"], headers=headers))
     assert "max_reply_bytes" in error(response, 413)
@@ -143,7 +134,7 @@ def test_a_large_value_is_refused_alone_and_in_a_pipeline(
         "/pipeline", json=[["GET", "app:big"]] * 3, headers=headers))
     assert "max_reply_bytes" in error(response, 413)
     assert_victims_served(victims + more)
-    assert peak_rss(bounded) - before < RSS_BOUND
+    assert bounded.memory(peak=True) - before < RSS_BOUND
     with bounded.client() as c:  # the connection is still there, in step
         assert c.post("/", json=["GET", "app:victim"], headers=headers).status_code == 200
 

@@ -4,7 +4,9 @@ on the built-in server (wsproto) and on uvicorn."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -120,3 +122,39 @@ async def wait_numsub(redis: RedisServer, channel: str) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"{channel} is still subscribed")
+
+
+def test_a_client_that_reads_nothing_is_not_read_either(redis: RedisServer) -> None:
+    """Pings from a client that reads no pongs, with no token at all: the built-in server
+    stops reading it once its pongs are not taken (each would otherwise queue up in the
+    gateway's memory), and drops it after write_timeout (found by a red-team pass)."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Ping, Request
+
+    gw = GatewayProcess(redis.url, rules=RULES,
+                        config_extra="[limits]\nwrite_timeout = 2\n").start()
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", gw.port))
+            client = WSConnection(ConnectionType.CLIENT)
+            sock.sendall(client.send(Request(host="gw", target="/ws")))
+            client.receive_data(sock.recv(4096))
+            assert isinstance(next(client.events()), AcceptConnection)
+            pings = client.send(Ping(b"p" * 125)) * 512
+            before = gw.memory()
+            sock.settimeout(3)
+            sent = 0
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                while sent < 64 * 2**20:
+                    sock.sendall(pings)
+                    sent += len(pings)
+            grown = gw.memory() - before
+            assert sent < 32 * 2**20, sent  # it stopped being read
+            assert grown < 16 * 2**20, grown
+            sock.settimeout(10)  # dropped: write_timeout after it stopped reading
+            with contextlib.suppress(ConnectionError):
+                while sock.recv(65536):
+                    pass
+    finally:
+        gw.stop()

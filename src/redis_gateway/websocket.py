@@ -5,9 +5,10 @@
 request for ``/ws``: the transport gets this protocol, which is fed the request's head
 again so that wsproto makes the handshake itself. Client messages are taken one at a time
 (their replies come in order); while one is being answered, at most ``_MAX_WAITING`` more
-are kept and the socket stops being read. Sends wait while the client does not read
-(pause_writing/resume_writing); a client that reads nothing for ``limits.write_timeout``
-is dropped.
+are kept and the socket stops being read. While the client does not read what is sent
+(pause_writing/resume_writing), sends wait and nothing more is read from it either, not
+even a ping (whose pong would queue up); a client that reads nothing for
+``limits.write_timeout`` is dropped.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._worker: asyncio.Task[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._paused = False
+        self._stalled: asyncio.TimerHandle | None = None  # drops a client that reads nothing
         self._lost = False
         self._started = False
 
@@ -65,6 +67,8 @@ class WebSocketConnection(asyncio.Protocol):
     # asyncio.Protocol ----------------------------------------------------------------------
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._stalled is not None:
+            self._stalled.cancel()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         if self._worker is not None:
@@ -76,11 +80,27 @@ class WebSocketConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
+        self._update_reading()
+        self._stalled = self._loop.call_later(self._host.settings.limits.write_timeout,
+                                              self._transport.abort)
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+        self._update_reading()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
+
+    def _update_reading(self) -> None:
+        """Read while the client reads what it is sent and few of its messages wait."""
+        if self._lost or self._transport.is_closing():
+            return
+        if self._paused or len(self._waiting) >= _MAX_WAITING:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -108,7 +128,7 @@ class WebSocketConnection(asyncio.Protocol):
                 self._parts, self._size = [], 0
                 self._waiting.append(data)
                 if len(self._waiting) >= _MAX_WAITING:
-                    self._transport.pause_reading()
+                    self._update_reading()
                 if self._worker is None or self._worker.done():
                     self._worker = self._loop.create_task(self._work())
         elif isinstance(event, Ping):
@@ -157,8 +177,8 @@ class WebSocketConnection(asyncio.Protocol):
             await self._session.start()
         while self._waiting and not self._lost:
             await self._session.receive(self._waiting.popleft())
-            if len(self._waiting) < _MAX_WAITING // 2 and not self._lost:
-                self._transport.resume_reading()
+            if len(self._waiting) < _MAX_WAITING // 2:
+                self._update_reading()
 
     # sending -------------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -169,11 +189,7 @@ class WebSocketConnection(asyncio.Protocol):
         while self._paused and not self._lost:
             self._writable = self._loop.create_future()
             try:
-                async with asyncio.timeout(self._host.settings.limits.write_timeout):
-                    await self._writable
-            except TimeoutError:
-                self._transport.abort()  # the client reads nothing: drop it
-                raise ConnectionError("the WebSocket client stopped reading") from None
+                await self._writable  # or dropped by pause_writing's timer
             finally:
                 self._writable = None
         if self._lost:
