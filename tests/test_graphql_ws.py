@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from gql import Client, gql
@@ -406,3 +407,39 @@ async def test_operations_per_connection_are_bounded(gw: GatewayProcess) -> None
     assert json.loads(await socket.recv()) == {"id": "e", "type": "next",
                                                "payload": {"data": {"__typename": "Query"}}}
     await socket.close()
+
+
+async def test_on_put_redis_streams_are_counted_and_bounded_in_bytes(
+        stack: tuple[RedisServer, GatewayProcess]) -> None:
+    """onPutRedis holds a place under streams.max_streams_per_token, as a channel does,
+    and a buffer of streams.buffer_bytes: a result that does not fit ends the stream as a
+    slow consumer's (found by a red-team pass: 100 results of any size were kept)."""
+    redis, _ = stack
+    gw = GatewayProcess(redis.url, rules=RULES, config_extra=(
+        "[streams]\nbuffer_bytes = 4096\nmax_streams_per_token = 2\n")).start()
+    try:
+        socket = await raw(gw)
+        await socket.send(json.dumps({"type": "connection_init",
+                                      "payload": {"x-api-key": gw.tokens["rw"]}}))
+        assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+        for operation_id in "abc":
+            await socket.send(json.dumps({"id": operation_id, "type": "subscribe", "payload": {
+                "query": "subscription { onPutRedis }"}}))
+        refused = json.loads(await asyncio.wait_for(socket.recv(), 5))  # a resolver's error
+        assert refused["id"] == "c" and "max_streams_per_token" in json.dumps(refused)
+        big = "x" * 10_000  # one result larger than the buffer
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(gw.url + "/graphql", headers={
+                "x-api-key": gw.tokens["rw"]}, json={"query": (
+                    f'mutation {{ putRedis(Command: [["ECHO", "{big}"]]) }}')})
+        assert answer.status_code == 200 and big in answer.text
+        ended: set[str] = set()
+        async with asyncio.timeout(10):
+            while ended != {"a", "b"}:
+                event = json.loads(await socket.recv())
+                assert big not in json.dumps(event)
+                if "slow consumer" in json.dumps(event):
+                    ended.add(event["id"])
+        await socket.close()
+    finally:
+        gw.stop()

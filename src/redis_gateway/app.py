@@ -124,14 +124,15 @@ class Gateway:
         """Built at the first GraphQL request: a REST-only Lambda never imports graphql-core."""
         if self._graphql is None:
             from .graphql.endpoint import GraphQLEndpoint
-            from .graphql.subscriptions import BackendKeyspaceConfig, Live
+            from .graphql.subscriptions import BackendKeyspaceConfig, Live, PutRedisFeed
 
             self._graphql = GraphQLEndpoint(self.settings, self.executor, self.tokens,
                                             self.admission)
             self._graphql.live = Live(
                 self.hub if self.streaming else None,
                 BackendKeyspaceConfig(lambda name, cmds: self.backends[name].run(cmds)),
-                self.settings.graphql.keyspace_events_enable)
+                self.settings.graphql.keyspace_events_enable,
+                PutRedisFeed(self.settings.streams.buffer_bytes))
         return self._graphql
 
     def openapi(self) -> bytes:

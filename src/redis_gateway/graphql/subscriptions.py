@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..auth import Principal
 from ..errors import BadRequest, Forbidden, GatewayError, RedisUnavailable
-from ..streams.hub import CLOSED, Hub, Kind, Subscription, notification
+from ..streams.hub import CLOSED, SLOW_CONSUMER, Hub, Kind, Subscription, notification
 from .resolvers import Context
 
 log = logging.getLogger("redis_gateway.graphql")
@@ -63,34 +64,78 @@ class PutRedisFeed:
 
     AppSync pushes every caller's results to every subscriber; here tokens have scopes, and
     a putRedis reply holds whatever its commands read, so only the token that ran it sees
-    it. In this process only: a gateway behind a load balancer sees its own writes.
+    it. In this process only: a gateway behind a load balancer sees its own writes. Each
+    subscriber's buffer holds at most ``buffer_bytes`` (streams.buffer_bytes): past it the
+    stream ends as a slow consumer's, as the hub's streams do.
     """
 
-    def __init__(self, buffer: int = 100) -> None:
-        self._queues: dict[str, set[asyncio.Queue[str | None]]] = {}
-        self._buffer = buffer
+    def __init__(self, buffer_bytes: int = 1024 * 1024) -> None:
+        self._feeds: dict[str, set[_Feed]] = {}
+        self._buffer = buffer_bytes
 
     def publish(self, principal: Principal, result: str) -> None:
-        for queue in self._queues.get(principal.name, ()):
-            if queue.full():  # a slow reader loses it rather than growing memory
-                continue
-            queue.put_nowait(result)
+        for feed in self._feeds.get(principal.name, ()):
+            feed.push(result)
 
-    async def stream(self, principal: Principal) -> AsyncIterator[str]:
-        queue: asyncio.Queue[str | None] = asyncio.Queue(self._buffer)
-        self._queues.setdefault(principal.name, set()).add(queue)
+    async def stream(self, principal: Principal, give_back: Callable[[], None] | None = None
+                     ) -> AsyncIterator[str]:
+        """The results, until the subscriber leaves; ``give_back`` returns the place the
+        stream holds under the streams limits (``Hub.lease``)."""
+        feed = _Feed(self._buffer)
+        self._feeds.setdefault(principal.name, set()).add(feed)
         try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
+            while (item := await feed.next()) is not None:
                 yield item
+            raise StreamEnded(SLOW_CONSUMER, f"the client did not keep up: more than "
+                                             f"{self._buffer} bytes of results waited for it "
+                                             "(streams.buffer_bytes)")
         finally:
-            queues = self._queues.get(principal.name)
-            if queues is not None:
-                queues.discard(queue)
-                if not queues:
-                    del self._queues[principal.name]
+            feeds = self._feeds.get(principal.name)
+            if feeds is not None:
+                feeds.discard(feed)
+                if not feeds:
+                    del self._feeds[principal.name]
+            if give_back is not None:
+                give_back()
+
+
+class _Feed:
+    """One subscriber's results waiting to be sent, bounded in bytes."""
+
+    __slots__ = ("_bytes", "_limit", "_queue", "_wakeup", "overflowed")
+
+    def __init__(self, limit: int) -> None:
+        self._queue: deque[str] = deque()
+        self._bytes = 0
+        self._limit = limit
+        self._wakeup: asyncio.Future[None] | None = None
+        self.overflowed = False
+
+    def push(self, result: str) -> None:
+        if self.overflowed:
+            return
+        if self._bytes + len(result) > self._limit:
+            self.overflowed = True
+            self._queue.clear()
+        else:
+            self._queue.append(result)
+            self._bytes += len(result)
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def next(self) -> str | None:
+        """The next result; None once the buffer overflowed."""
+        while not self._queue:
+            if self.overflowed:
+                return None
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        result = self._queue.popleft()
+        self._bytes -= len(result)
+        return result
 
 
 @dataclass
@@ -251,7 +296,10 @@ def keyspace_event(message: HubMessage, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def on_put_redis(ctx: Context, _args: dict[str, Any]) -> AsyncIterator[str]:
-    return live_of(ctx).put_redis.stream(ctx.principal)
+    """Counted as a stream (streams.max_streams*), like a subscription to a channel."""
+    live = live_of(ctx)
+    give_back = live.hub_of(ctx.principal).lease(ctx.principal) if live.hub_of else None
+    return live.put_redis.stream(ctx.principal, give_back)
 
 
 def _same(value: Any, _args: dict[str, Any]) -> Any:
