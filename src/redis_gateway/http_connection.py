@@ -568,18 +568,23 @@ class HttpConnection(asyncio.Protocol):
             try:
                 await self._run(request)
             finally:
-                request.done()
+                self._answered(request)
             self._running = False
-            self._running_bytes = 0
-            if self._charged:  # answered: what it held is free for the next
-                self._settle(self._held())
-                if not self._reading:
-                    self._update_reading()
             if not request.keep_alive or (self._state.stopping and not self._queue):
                 self._transport.close()
                 return
             if not self._queue:
                 self._caught_up()
+
+    def _answered(self, request: RequestState) -> None:
+        """What the request held is free for the next (its token's share too); a streamed
+        response lets go of it as it starts, its body read long before."""
+        request.done()
+        self._running_bytes = 0
+        if self._charged:
+            self._settle(self._held())
+            if not self._reading:
+                self._update_reading()
 
     def _caught_up(self) -> None:
         """Every request received is answered: a request waiting for 100 Continue gets it,
@@ -620,6 +625,7 @@ class HttpConnection(asyncio.Protocol):
                 await close_stream(response.stream)
             return
         if type(response) is StreamingResponse:
+            self._answered(incoming)
             await self._stream(response, incoming)
             return
         # Draining: the requests already received are answered; the last says so.

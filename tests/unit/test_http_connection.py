@@ -804,6 +804,22 @@ async def test_stream_is_chunked_and_ends(stream_app: StreamApp) -> None:
     assert parsed.body == b"data: 1\n\n"
 
 
+async def test_a_stream_lets_go_of_its_request_body_as_it_starts(stream_app: StreamApp) -> None:
+    """A POST that opens a stream (SSE subscriptions, GraphQL over SSE) was read long
+    before: its body must not hold the shared budget for as long as the stream lasts
+    (found by a red-team pass)."""
+    state = ServerState(stream_app, dataclasses.replace(
+        LimitSettings(), max_header_bytes=1000, max_pending_request_bytes=100_000))
+    conn = HttpConnection(state)
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.data_received(post("/s", b"x" * 50_000))
+    await until(lambda: b"\r\n\r\n" in transport.sent)
+    assert state.pending_bytes == 0  # streaming, and nothing held for it
+    stream_app.feed.put_nowait(b"")
+    await until(lambda: transport.closed)
+
+
 async def test_stream_waits_for_a_slow_client_and_closes_when_it_goes(
         stream_app: StreamApp) -> None:
     conn = HttpConnection(ServerState(stream_app, LimitSettings()))
