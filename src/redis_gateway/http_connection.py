@@ -501,9 +501,11 @@ class HttpConnection(asyncio.Protocol):
     def expire(self, now: float) -> None:
         """Enforce the deadlines; ``serve`` calls it about once a second."""
         transport = self._transport
-        if transport.is_closing() or self._upgraded:
+        if self._upgraded:
             return
-        if self._write_paused or (self._finished and transport.get_write_buffer_size()):
+        closing = transport.is_closing()
+        if self._write_paused or ((self._finished or closing)
+                                  and transport.get_write_buffer_size()):
             # The client is not reading: it must take some of it every write_timeout.
             size = transport.get_write_buffer_size()
             if size < self._write_mark:
@@ -511,6 +513,8 @@ class HttpConnection(asyncio.Protocol):
                 self._write_deadline = now + self._limits.write_timeout
             elif now > self._write_deadline:
                 transport.abort()
+            return
+        if closing:
             return
         if self._finished:
             if now > self._linger_deadline:
@@ -536,6 +540,13 @@ class HttpConnection(asyncio.Protocol):
             return
         if self._finished or not (self._queue or self._current or self._running):
             self._transport.close()
+
+    def _close_when_sent(self) -> None:
+        """Close once what is written is sent; a client that reads none of it for
+        write_timeout is dropped (``expire``), as on a connection kept alive."""
+        self._write_mark = self._transport.get_write_buffer_size()
+        self._write_deadline = self._loop.time() + self._limits.write_timeout
+        self._transport.close()
 
     def abort(self) -> None:
         self._transport.abort()
@@ -571,7 +582,7 @@ class HttpConnection(asyncio.Protocol):
                 self._answered(request)
             self._running = False
             if not request.keep_alive or (self._state.stopping and not self._queue):
-                self._transport.close()
+                self._close_when_sent()
                 return
             if not self._queue:
                 self._caught_up()

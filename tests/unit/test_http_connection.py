@@ -804,6 +804,24 @@ async def test_stream_is_chunked_and_ends(stream_app: StreamApp) -> None:
     assert parsed.body == b"data: 1\n\n"
 
 
+async def test_a_last_response_left_unread_is_dropped_after_write_timeout(
+        make: Make, clock: Clock) -> None:
+    """HTTP/1.0 or Connection: close: the connection closes once its response is sent; a
+    client that reads none of it is dropped after write_timeout, as on a kept-alive one
+    (found by a red-team pass: such connections stayed, holding their responses)."""
+    conn, transport = make(write_timeout=5)
+    transport.buffered = 100_000  # what the kernel has not taken of the response
+    conn.data_received(b"GET /last HTTP/1.0\r\n\r\n")
+    await until(lambda: transport.closed)
+    conn.expire(clock.advance(4))  # none of it taken yet
+    assert not transport.aborted
+    transport.buffered = 90_000  # some: its clock starts again
+    conn.expire(clock.advance(4))
+    assert not transport.aborted
+    conn.expire(clock.advance(6))
+    assert transport.aborted
+
+
 async def test_a_stream_lets_go_of_its_request_body_as_it_starts(stream_app: StreamApp) -> None:
     """A POST that opens a stream (SSE subscriptions, GraphQL over SSE) was read long
     before: its body must not hold the shared budget for as long as the stream lasts
