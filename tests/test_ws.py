@@ -158,3 +158,32 @@ def test_a_client_that_reads_nothing_is_not_read_either(redis: RedisServer) -> N
                     pass
     finally:
         gw.stop()
+
+
+async def test_a_socket_must_authenticate_in_time_and_ends_with_its_token(
+        redis: RedisServer) -> None:
+    """No token within header_timeout: closed (1008), as a request whose head never
+    comes. A token that expires ends the socket though it has no subscription (found by
+    a red-team pass: both stayed open)."""
+    import datetime as dt
+
+    from redis_gateway.auth import hash_token, new_token
+
+    token = new_token()
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)).isoformat()
+    gw = GatewayProcess(redis.url, rules=RULES, config_extra=(
+        f'[[tokens]]\nname = "brief"\nhash = "{hash_token(token)}"\nrules = "read-write"\n'
+        f'expires = "{expires}"\n'
+        "[limits]\nheader_timeout = 1\n[streams]\nrecheck_seconds = 0.2\n")).start()
+    try:
+        for server_closes in (None, token):
+            async with websockets.connect(ws_url(gw)) as ws:
+                if server_closes is not None:
+                    assert await call(ws, {"token": token}) == {"result": "OK"}
+                    assert await call(ws, ["PING"]) == {"result": "PONG"}
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    finally:
+        gw.stop()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol
 
@@ -114,6 +115,7 @@ class WsSession:
         self._subs: dict[tuple[str, bytes], Subscription] = {}
         self._pumps: dict[Subscription, asyncio.Task[None]] = {}
         self._closed = False
+        self._watcher: asyncio.Task[None] | None = None
         if encoding is not None:
             self._set_encoding(encoding)
 
@@ -121,12 +123,40 @@ class WsSession:
     async def start(self) -> None:
         """Authenticate now if the handshake carried a token."""
         self._host.ws_sessions.add(self)
+        self._watcher = asyncio.ensure_future(self._watch())
         if self._token is not None:
             try:
                 self._principal = await self._host.tokens.authenticate(self._token)
             except GatewayError as exc:
                 await self._reply({"error": exc.message})
                 await self.shut(POLICY_VIOLATION, "unauthorized")
+
+    async def _watch(self) -> None:
+        """A socket that has not authenticated within limits.header_timeout is closed, as a
+        request whose head does not come; afterwards its token is checked again every
+        streams.recheck_seconds, so an expired or revoked one ends the socket even with no
+        subscription (those are rechecked on their own)."""
+        with contextlib.suppress(ConnectionError):  # the client is gone already
+            await self._watch_token()
+
+    async def _watch_token(self) -> None:
+        settings = self._host.settings
+        await asyncio.sleep(settings.limits.header_timeout)
+        if self._principal is None:
+            await self._reply({"error": "authenticate within "
+                                        f"{settings.limits.header_timeout:g} s (limits."
+                                        'header_timeout): {"token": "<token>"}'})
+            await self.shut(POLICY_VIOLATION, "unauthorized")
+            return
+        while not self._closed:
+            await asyncio.sleep(settings.streams.recheck_seconds)
+            try:
+                self._principal = await self._host.tokens.authenticate(self._token)
+            except Unauthorized as exc:
+                await self._push(["error", "unauthorized", exc.message])
+                await self.shut(POLICY_VIOLATION, "unauthorized")
+            except GatewayError:
+                continue  # Redis unreachable: the token is checked again next time
 
     async def receive(self, text: str | bytes) -> None:
         if self._closed:
@@ -299,6 +329,8 @@ class WsSession:
         """The socket is gone: unsubscribe everything."""
         self._host.ws_sessions.discard(self)
         self._closed = True
+        if self._watcher is not None and self._watcher is not asyncio.current_task():
+            self._watcher.cancel()
         for sub in list(self._subs.values()):
             await self._stop(sub)
         self._subs.clear()
