@@ -130,6 +130,24 @@ async def test_monitor(gateway: Gateway, redis: RedisServer) -> None:
     await sub.close()
 
 
+async def test_each_channel_of_a_subscription_counts_as_a_stream(gateway: Gateway) -> None:
+    """One SSE request may name many channels: each counts under
+    max_streams_per_token (5 here), as each one a WebSocket subscribes does (found by a
+    red-team pass: one stream held 3,000 channels)."""
+    p = await principal(gateway, "rw")
+    hub = gateway.hub(p)
+    with pytest.raises(TooManyRequests, match="max_streams_per_token"):
+        await hub.subscribe(p, "channel", [b"many:%d" % i for i in range(6)])
+    three = await hub.subscribe(p, "channel", [b"a", b"b", b"c"])
+    with pytest.raises(TooManyRequests, match="3 open streams"):
+        await hub.subscribe(p, "channel", [b"d", b"e", b"f"])
+    two = await hub.subscribe(p, "channel", [b"d", b"e"])
+    await three.close()
+    again = await hub.subscribe(p, "pattern", [b"x*", b"y*", b"z*"])
+    for sub in (two, again):
+        await sub.close()
+
+
 async def test_slow_consumer_is_cut_off(gateway: Gateway, redis: RedisServer) -> None:
     p = await principal(gateway, "rw")
     hub = gateway.hub(p)

@@ -71,6 +71,9 @@ async def test_rules_apply(gateway: GatewayProcess) -> None:
         assert "'other' key" in (await call(ws, ["GET", "other"]))["error"]
         assert "'other' channel" in (await call(ws, ["SUBSCRIBE", "other"]))["error"]
         assert "'monitor' command" in (await call(ws, ["MONITOR"]))["error"]
+        # A refused channel among allowed ones: subscribed to none of them, as in Redis.
+        refused = await call(ws, ["SUBSCRIBE", "app:0", "other", "app:2"])
+        assert "'other' channel" in refused["error"]
         assert (await call(ws, ["SUBSCRIBE", "app:1"]))["push"] == ["subscribe", "app:1", 1]
 
 

@@ -192,7 +192,9 @@ class Hub:
         self.subscriptions: set[Subscription] = set()
         self._per_token: Counter[str] = Counter()
         self._draining = False
-        self._leases = 0  # streams the hub counts but does not carry (``lease``)
+        # Streams open: each channel or pattern of a subscription counts as one, as on a
+        # WebSocket (one SSE request may name many), and each lease.
+        self._open_streams = 0
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -206,11 +208,18 @@ class Hub:
             raise BadRequest(f"{_COMMANDS[kind].decode()} needs at least one "
                              f"{'pattern' if kind == 'pattern' else 'channel'}")
         await self._check_command(principal, [_COMMANDS[kind], *names])
+        self.check_channels(principal, kind, names)
+        return await self._open(principal, kind, list(dict.fromkeys(names)), buffer, recheck)
+
+    @staticmethod
+    def check_channels(principal: Principal, kind: Kind, names: Sequence[bytes]) -> None:
+        """Every channel (or pattern) allowed, or 403 for the first that is not, as
+        Redis's ACL decides it; a client subscribing to several one at a time checks them
+        all first, so that a refused one leaves it subscribed to none, as in Redis."""
         denied = principal.policy.denied_channel(names, patterns=kind == "pattern")
         if denied is not None:
             raise Forbidden(f"NOPERM this token has no permissions to access the "
                             f"'{denied.decode('utf-8', 'replace')}' channel")
-        return await self._open(principal, kind, list(dict.fromkeys(names)), buffer, recheck)
 
     async def monitor(self, principal: Principal, *, buffer: int | None = None,
                       recheck: Recheck | None = None) -> Subscription:
@@ -224,33 +233,39 @@ class Hub:
     def lease(self, principal: Principal) -> Callable[[], None]:
         """A place for a stream the hub does not carry (a Redis Streams reader, which reads
         on reserved connections), under the same limits; call the result to give it back."""
-        self._admit(principal)
-        self._leases += 1
-        self._per_token[principal.name] += 1
+        self._admit(principal, 1)
+        self._count_in(principal.name, 1)
         given_back = False
 
         def give_back() -> None:
             nonlocal given_back
             if not given_back:
                 given_back = True
-                self._leases -= 1
-                self._count_out(principal.name)
+                self._count_out(principal.name, 1)
 
         return give_back
 
-    def _admit(self, principal: Principal) -> None:
+    def _admit(self, principal: Principal, streams: int) -> None:
         settings = self.settings
         if self._draining:
             raise RedisUnavailable("the gateway is shutting down; reconnect to another")
-        if len(self.subscriptions) + self._leases >= settings.max_streams:
+        if self._open_streams + streams > settings.max_streams:
             raise TooManyRequests(f"the gateway has {settings.max_streams} open streams "
                                   "(streams.max_streams); retry later")
-        if self._per_token[principal.name] >= settings.max_streams_per_token:
-            raise TooManyRequests(f"this token has {settings.max_streams_per_token} open "
-                                  "streams (streams.max_streams_per_token); close one first")
+        held = self._per_token[principal.name]
+        if held + streams > settings.max_streams_per_token:
+            raise TooManyRequests(f"this token has {held} open streams (each channel or "
+                                  f"pattern counts), and {streams} more would pass "
+                                  f"{settings.max_streams_per_token} (streams."
+                                  "max_streams_per_token); close one first")
 
-    def _count_out(self, name: str) -> None:
-        self._per_token[name] -= 1
+    def _count_in(self, name: str, streams: int) -> None:
+        self._per_token[name] += streams
+        self._open_streams += streams
+
+    def _count_out(self, name: str, streams: int) -> None:
+        self._open_streams -= streams
+        self._per_token[name] -= streams
         if self._per_token[name] <= 0:
             del self._per_token[name]
 
@@ -283,11 +298,11 @@ class Hub:
 
     async def _open(self, principal: Principal, kind: str, names: list[bytes],
                     buffer: int | None, recheck: Recheck | None) -> Subscription:
-        self._admit(principal)
+        self._admit(principal, len(names))
         sub = Subscription(self, principal, kind, names,
                            buffer or self.settings.buffer_bytes, recheck)
         self.subscriptions.add(sub)
-        self._per_token[principal.name] += 1
+        self._count_in(principal.name, len(names))
         self._start_watching()
         try:
             user = self._user_of(principal.policy)
@@ -379,7 +394,7 @@ class Hub:
         if sub not in self.subscriptions:
             return
         self.subscriptions.discard(sub)
-        self._count_out(sub.principal.name)
+        self._count_out(sub.principal.name, len(sub.names))
         for key in sub._keys:
             listeners = self._listeners.get(key)
             if listeners is None:

@@ -240,6 +240,7 @@ class WsSession:
         if not names:
             raise BadRequest(f"ERR wrong number of arguments for '{_verb(kind)}' command")
         hub = self._host.hub(principal)
+        hub.check_channels(principal, kind, names)  # type: ignore[arg-type]
         for name in names:
             if (kind, name) not in self._subs:
                 sub = await hub.subscribe(principal, kind, [name],  # type: ignore[arg-type]
