@@ -352,6 +352,16 @@ def test_one_tokens_bodies_hold_at_most_its_share(redis_server: RedisServer) -> 
         held = [send("admin", f"big:{i}") for i in range(2)]  # half the budget: its share
         (refused,) = read_responses(send("admin", "big:2"))
         assert refused.startswith(b"HTTP/1.1 429") and b"token_body_share" in refused
+        # Chunked, it announces no length: judged once past the allowance, held as the
+        # largest body it may become.
+        chunked = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        opened.append(chunked)
+        chunk = b"x" * (100 * 1024)
+        chunked.sendall(b"POST /set/big:chunked HTTP/1.1\r\nHost: gw\r\nAuthorization: "
+                        b"Bearer " + gw.tokens["admin"].encode() + b"\r\nTransfer-Encoding: "
+                        b"chunked\r\n\r\n%x\r\n" % len(chunk) + chunk + b"\r\n")
+        (refused,) = read_responses(chunked)
+        assert refused.startswith(b"HTTP/1.1 429") and b"token_body_share" in refused
         other = send("other", "big:other")
         redis_command(redis_server.port, "CLIENT", "UNPAUSE")
         for sock in (*held, other):

@@ -132,7 +132,8 @@ class Admission:
         """Rates are counted in Redis, for every gateway process (limits.shared_rate)."""
         return self._shared_rate is not None
 
-    def refusal(self, name: str, share: Share, body: int) -> TooManyRequests | None:
+    def refusal(self, name: str, share: Share, body: int, held: int | None = None
+                ) -> TooManyRequests | None:
         """Before a large body is read: the 429 the request would get now, if any; else
         its ``body`` bytes are charged to the token's body budget at once, so that one
         token's uploads started together are counted as they start, not once each is in.
@@ -150,7 +151,7 @@ class Admission:
                 raise _over_rate(name, share, wait)
             if share.concurrency:
                 self._check_concurrency(name, share, self._in_flight.get(name, 0))
-            self._check_bodies_held(name, body)
+            self._check_bodies_held(name, body if held is None else held)
             if share.body_rate:
                 self._take_body(name, share, body)
         except TooManyRequests as refused:

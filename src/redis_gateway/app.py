@@ -271,21 +271,24 @@ class Gateway:
                 self.executor.enforcement(backend.name), backend,
                 [p.policy for p in principals if p.backend == backend.name])
 
-    def judge_body(self, request: Request, length: int) -> Response | None:
+    def judge_body(self, request: Request, length: int | None) -> Response | None:
         """Before a large body is read (``request`` has its head only): the 429 a known
         token over its share gets now, or None, its ``length`` charged to the token's
         body budget (``Admission.refusal``) and held as the token's until the request
-        is answered: the server calls ``request.let_go`` then. An unknown token is
-        judged when its request runs, as every other."""
+        is answered: the server calls ``request.let_go`` then. A chunked body (``length``
+        None) is held as the largest it may grow to, and charged to the body budget when
+        its request is admitted, at its real size. An unknown token is judged when its
+        request runs, as every other."""
         token = bearer_token(request) or graphql_token(request)
         principal = self.tokens.known_now(token) if token else None
         if principal is None:
             return None
-        refused = self.admission.refusal(principal.name, principal.share, length)
+        held = self.settings.limits.max_body_bytes if length is None else length
+        refused = self.admission.refusal(principal.name, principal.share, length or 0, held)
         if refused is not None:
             return _error(refused)
-        request.body_charged = bool(principal.share.body_rate)
-        request.let_go = self.admission.hold_body(principal.name, length)
+        request.body_charged = bool(principal.share.body_rate) and length is not None
+        request.let_go = self.admission.hold_body(principal.name, held)
         return None
 
     def hub(self, principal: Principal) -> Hub:

@@ -86,8 +86,8 @@ class RequestState:
     """One request from its first byte until it is answered: what the parser gave."""
 
     __slots__ = ("body", "body_charged", "content_length", "continue_due", "deadline",
-                 "expect", "head_bytes", "headers", "held", "hold", "keep_alive", "let_go",
-                 "method", "response", "url", "version")
+                 "expect", "head_bytes", "headers", "held", "hold", "judged", "keep_alive",
+                 "let_go", "method", "response", "url", "version")
 
     def __init__(self, deadline: float) -> None:
         self.url = b""
@@ -105,6 +105,7 @@ class RequestState:
         self.response: bytes | None = None  # a refusal, sent instead of running the app
         self.body_charged = False  # see Request.body_charged
         self.let_go: Callable[[], None] | None = None  # see Request.let_go
+        self.judged = False  # by the app, before its body was read (Handler.judge_body)
         self.hold = 0.0  # seconds before its refusal is sent (a 429: MAX_HOLD_SECONDS)
 
     def done(self) -> None:
@@ -286,6 +287,9 @@ class HttpConnection(asyncio.Protocol):
             if type(request.body) is bytes:  # a second chunk: grow in place from now on
                 request.body = bytearray(request.body)
             request.body += body
+        # A chunked body announced no length: judged once it outgrows the allowance.
+        if not request.judged and len(request.body) > self._max_head:
+            self._judge(request, None)
 
     def on_message_complete(self) -> None:
         request = self._current
@@ -365,9 +369,10 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._transport.write(_CONTINUE)
 
-    def _judge(self, request: RequestState, length: int) -> None:
+    def _judge(self, request: RequestState, length: int | None) -> None:
         """The app judges a large body by its head before any of it is read: a token over
         its share is refused without the gateway reading what it sends."""
+        request.judged = True
         head = self._request(request, b"")
         refused = self._state.app.judge_body(head, length)
         if refused is not None:

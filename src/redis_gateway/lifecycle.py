@@ -37,9 +37,10 @@ class Handler(Protocol):
     draining: bool  # set when a stop begins: /readyz answers 503 from then on
 
     async def handle(self, request: Request) -> Response: ...
-    def judge_body(self, request: Request, length: int) -> Response | None:
+    def judge_body(self, request: Request, length: int | None) -> Response | None:
         """Before a large body is read: the response refusing it now, if any (``request``
-        has no body yet; ``length`` is the one its head announces)."""
+        has no body yet; ``length`` is the one its head announces, None for a chunked body
+        judged once it outgrows the connection's allowance)."""
     async def warm_up(self) -> None: ...
     async def close(self) -> None: ...
     async def drain(self) -> None:

@@ -103,7 +103,7 @@ class EchoApp:
         return Response(200, json_body({"method": request.method, "path": request.path,
                                         "body": request.body.decode()}), [JSON_TYPE])
 
-    def judge_body(self, request: Request, length: int) -> Response | None:
+    def judge_body(self, request: Request, length: int | None) -> Response | None:
         """Large bodies to /refused are refused by their head (as a token over its share);
         the others are held (``let_go``) until answered, as the gateway holds a token's."""
         self.judged.append((request.path, length))
@@ -551,6 +551,33 @@ async def test_what_a_judged_body_holds_is_let_go_once_however_its_request_ends(
     await until(lambda: transport.eof)
     assert [r.status for r in responses(bytes(transport.sent))] == [417]
     assert app.holding["/odd"] == 0
+
+
+async def test_a_chunked_body_is_judged_once_it_outgrows_the_allowance(
+        make: Make, app: EchoApp, clock: Clock) -> None:
+    """No Content-Length to judge by its head: a chunked body is judged (by its token's
+    share, ``length`` None) as soon as it holds more than the connection's allowance, and
+    refused then without the rest being read (found by a red-team pass: chunked uploads
+    went around token_body_share)."""
+    conn, transport = make(max_header_bytes=1000)
+    conn.data_received(b"POST /refused HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"320\r\n" + b"x" * 800 + b"\r\n")
+    assert app.judged == []  # within the allowance: not yet
+    conn.data_received(b"320\r\n" + b"x" * 800 + b"\r\n")
+    await settle()
+    assert app.judged == [("/refused", None)] and not transport.reading
+    clock.advance(MAX_HOLD_SECONDS)
+    await until(lambda: transport.eof)
+    assert [r.status for r in responses(bytes(transport.sent))] == [429]
+    # Allowed: held as the token's until answered, judged once however long it goes on.
+    conn, transport = make()
+    conn.data_received(b"POST /chunked HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(5):
+        conn.data_received(b"320\r\n" + b"y" * 800 + b"\r\n")
+    assert app.judged[-1] == ("/chunked", None) and app.holding["/chunked"] == 1
+    conn.data_received(b"0\r\n\r\n")
+    await until(lambda: transport.sent)
+    assert app.holding["/chunked"] == 0 and len(app.judged) == 2
 
 
 async def test_memory_estimates_cover_what_queued_requests_take(make: Make,

@@ -38,7 +38,7 @@ class MetricsApp:
     async def close(self) -> None:
         pass
 
-    def judge_body(self, request: Request, length: int) -> Response | None:
+    def judge_body(self, request: Request, length: int | None) -> Response | None:
         return None  # no bodies here: every request is a GET
 
     async def drain(self) -> None:
