@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,8 +47,13 @@ def exchange(sock: socket.socket, method: str, path: str, token: str = "",
     return read_response(sock)
 
 
+# What a read took past the response it parsed: the start of the next one on the socket
+# (two responses may arrive in one segment).
+_unread: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
+    data = _unread.pop(sock, b"")
     while b"\r\n\r\n" not in data:
         try:
             chunk = sock.recv(65536)
@@ -67,6 +73,8 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
         if not chunk:
             raise CutReply(f"the body ended after {len(rest)} of {length} bytes")
         rest += chunk
+    if len(rest) > length:
+        _unread[sock] = rest[length:]
     return int(lines[0].split()[1]), headers, rest[:length]
 
 
