@@ -1,11 +1,24 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+import support
 from support import GatewayProcess, RedisCluster, RedisServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_root() -> Iterator[None]:
+    """One directory for what the tests' processes leave behind, removed at the end."""
+    support.SCRATCH_ROOT = Path(tempfile.mkdtemp(prefix="rg-tests-"))
+    yield
+    shutil.rmtree(support.SCRATCH_ROOT, ignore_errors=True)
+    support.SCRATCH_ROOT = None
 
 
 @pytest.fixture(scope="session")

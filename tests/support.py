@@ -113,6 +113,15 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# Set by conftest for the session: what test processes leave behind (gateway configs and
+# logs, a CLI's home) goes here, and the whole of it is removed when the session ends.
+SCRATCH_ROOT: Path | None = None
+
+
+def scratch_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH_ROOT))
+
+
 @dataclass
 class GatewayProcess:
     """``redis-gateway serve`` in a child process, with a token per rule set."""
@@ -127,7 +136,8 @@ class GatewayProcess:
     port: int = field(default_factory=free_port)
     tokens: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
-    dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rg-gw-")))
+    # Kept after stop (tests read the log), removed with the session's scratch root.
+    dir: Path = field(default_factory=lambda: scratch_dir("rg-gw-"))
 
     @property
     def url(self) -> str:

@@ -20,7 +20,6 @@ import select
 import shutil
 import struct
 import subprocess
-import tempfile
 import termios
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support import GatewayProcess, RedisServer, free_port, numsub, redis_command
+from support import GatewayProcess, RedisServer, free_port, numsub, redis_command, scratch_dir
 
 CONSOLE_TESTS = Path(__file__).parent / "console"
 FIXTURES = CONSOLE_TESTS / "fixtures" / "captured.json"
@@ -183,7 +182,7 @@ class InteractiveCli:
 
     def __init__(self, port: int, *flags: str) -> None:
         self.prompt = re.compile(rb"127\.0\.0\.1:%d(\[\d+\])?(\(TX\))?> $" % port)
-        home = tempfile.mkdtemp(prefix="rg-cli-home-")  # its own history file
+        home = str(scratch_dir("rg-cli-home-"))  # its own history file
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # pragma: no cover - the child
             os.environ.update(TERM="dumb", HOME=home)
