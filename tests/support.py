@@ -54,13 +54,22 @@ def numsub(redis: RedisServer, channel: str) -> int:
     return int(reply[1])
 
 
+# Set by conftest for the session: what test processes leave behind (Redis and gateway
+# directories, a CLI's home) goes here, and the whole of it is removed when the session ends.
+SCRATCH_ROOT: Path | None = None
+
+
+def scratch_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH_ROOT))
+
+
 class RedisServer:
     """A private redis-server; ``extra`` are more command-line options."""
 
     def __init__(self, *extra: str, port: int | None = None) -> None:
         self.port = port or free_port()
         self.extra = list(extra)
-        self.dir = Path(tempfile.mkdtemp(prefix="rg-redis-"))
+        self.dir = scratch_dir("rg-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,15 +120,6 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-# Set by conftest for the session: what test processes leave behind (gateway configs and
-# logs, a CLI's home) goes here, and the whole of it is removed when the session ends.
-SCRATCH_ROOT: Path | None = None
-
-
-def scratch_dir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH_ROOT))
 
 
 @dataclass
