@@ -16,16 +16,22 @@ names of keys it may not read.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..auth import Principal
 from ..errors import BadRequest, Forbidden, GatewayError, RedisUnavailable
-from ..streams.hub import CLOSED, SLOW_CONSUMER, Hub, Kind, Subscription, notification
+from ..streams.hub import (
+    CLOSED,
+    SLOW_CONSUMER,
+    BoundedBuffer,
+    Hub,
+    Kind,
+    Subscription,
+    notification,
+)
 from .resolvers import Context
 
 log = logging.getLogger("redis_gateway.graphql")
@@ -70,21 +76,21 @@ class PutRedisFeed:
     """
 
     def __init__(self, buffer_bytes: int = 1024 * 1024) -> None:
-        self._feeds: dict[str, set[_Feed]] = {}
+        self._feeds: dict[str, set[BoundedBuffer[str]]] = {}
         self._buffer = buffer_bytes
 
     def publish(self, principal: Principal, result: str) -> None:
         for feed in self._feeds.get(principal.name, ()):
-            feed.push(result)
+            feed.put(result, len(result))  # one that does not fit ends its stream
 
     async def stream(self, principal: Principal, give_back: Callable[[], None] | None = None
                      ) -> AsyncIterator[str]:
         """The results, until the subscriber leaves; ``give_back`` returns the place the
         stream holds under the streams limits (``Hub.lease``)."""
-        feed = _Feed(self._buffer)
+        feed: BoundedBuffer[str] = BoundedBuffer(self._buffer)
         self._feeds.setdefault(principal.name, set()).add(feed)
         try:
-            while (item := await feed.next()) is not None:
+            while (item := await feed.get()) is not None:
                 yield item
             raise StreamEnded(SLOW_CONSUMER, f"the client did not keep up: more than "
                                              f"{self._buffer} bytes of results waited for it "
@@ -97,45 +103,6 @@ class PutRedisFeed:
                     del self._feeds[principal.name]
             if give_back is not None:
                 give_back()
-
-
-class _Feed:
-    """One subscriber's results waiting to be sent, bounded in bytes."""
-
-    __slots__ = ("_bytes", "_limit", "_queue", "_wakeup", "overflowed")
-
-    def __init__(self, limit: int) -> None:
-        self._queue: deque[str] = deque()
-        self._bytes = 0
-        self._limit = limit
-        self._wakeup: asyncio.Future[None] | None = None
-        self.overflowed = False
-
-    def push(self, result: str) -> None:
-        if self.overflowed:
-            return
-        if self._bytes + len(result) > self._limit:
-            self.overflowed = True
-            self._queue.clear()
-        else:
-            self._queue.append(result)
-            self._bytes += len(result)
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
-
-    async def next(self) -> str | None:
-        """The next result; None once the buffer overflowed."""
-        while not self._queue:
-            if self.overflowed:
-                return None
-            self._wakeup = asyncio.get_running_loop().create_future()
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
-        result = self._queue.popleft()
-        self._bytes -= len(result)
-        return result
 
 
 @dataclass

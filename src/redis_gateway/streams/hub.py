@@ -53,7 +53,7 @@ import re
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from ..acl import RedisUser
 from ..auth import Principal
@@ -103,6 +103,60 @@ class Message:
 
 # A topic as the hub keys it: subscriptions under one Redis user never mix with another's.
 _Key = tuple[RedisUser | None, str, bytes]
+T = TypeVar("T")
+
+
+class BoundedBuffer(Generic[T]):
+    """Items waiting for their reader, at most ``limit`` bytes of them (the sizes the
+    writer gives). Past the limit it overflows: emptied, and closed to both sides."""
+
+    __slots__ = ("_bytes", "_items", "_limit", "_wakeup", "closed")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[tuple[T, int]] = deque()
+        self._bytes = 0
+        self._limit = limit
+        self._wakeup: asyncio.Future[None] | None = None
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: T, size: int) -> bool:
+        """False if it did not fit (the buffer is closed then) or was closed already."""
+        if self.closed:
+            return False
+        if self._bytes + size > self._limit:
+            self.close()
+            return False
+        self._items.append((item, size))
+        self._bytes += size
+        self._wake()
+        return True
+
+    async def get(self) -> T | None:
+        """The next item; None once closed (what it held is dropped)."""
+        while not self._items:
+            if self.closed:
+                return None
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        item, size = self._items.popleft()
+        self._bytes -= size
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+        self._items.clear()
+        self._bytes = 0
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
 
 class Subscription:
@@ -117,9 +171,7 @@ class Subscription:
         self.detail = ""  # more about why it ended, for the client
         self._hub = hub
         self._limit = buffer
-        self._queue: deque[Message] = deque()
-        self._bytes = 0
-        self._wakeup: asyncio.Future[None] | None = None
+        self._buffer: BoundedBuffer[Message] = BoundedBuffer(buffer)
         self._recheck = recheck
         self._keys: list[_Key] = []  # registered with the hub
 
@@ -127,58 +179,38 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Message:
-        while True:
-            if self.ended is not None:
-                raise StopAsyncIteration
-            if self._queue:
-                message = self._queue.popleft()
-                self._bytes -= len(message.data) + len(message.channel) + _MESSAGE_COST
-                return message
-            self._wakeup = asyncio.get_running_loop().create_future()
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
+        message = await self._buffer.get()
+        if message is None:  # ended
+            raise StopAsyncIteration
+        return message
 
     def pending(self) -> int:
         """Messages buffered, not yet taken."""
-        return len(self._queue)
+        return len(self._buffer)
 
     def push(self, message: Message) -> None:
-        if self.ended is not None:
-            return
-        size = len(message.data) + len(message.channel) + _MESSAGE_COST
-        if self._bytes + size > self._limit:
+        if self.ended is None and not self._buffer.put(
+                message, len(message.data) + len(message.channel) + _MESSAGE_COST):
             self.end(SLOW_CONSUMER, f"the client did not keep up: more than {self._limit} "
                                     "bytes of messages waited for it (streams.buffer_bytes)")
-            return
-        self._queue.append(message)
-        self._bytes += size
-        self._wake()
 
     def end(self, reason: str, detail: str = "") -> None:
         """End the stream now (its buffer is dropped) and leave the hub."""
         if self.ended is not None:
             return
         self.ended, self.detail = reason, detail
-        self._queue.clear()
-        self._bytes = 0
-        self._wake()
+        self._buffer.close()
         self._hub._release(self)
 
     async def close(self) -> None:
         self.end(CLOSED)
-
-    def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
 
 
 class Hub:
     """One backend's subscriptions (see the module's docstring)."""
 
     def __init__(self, backend: Backend, user_of: Callable[[Policy], RedisUser | None],
-                 limits: LimitSettings, settings: StreamSettings, db: int = 0) -> None:
+                 limits: LimitSettings, settings: StreamSettings, db: int) -> None:
         self._backend = backend
         self._user_of = user_of
         self._db = db  # the backend's database: restricted tokens hear only its notifications
