@@ -104,9 +104,10 @@ class Gateway:
         self._graphql: GraphQLEndpoint | None = None
         self._openapi: bytes | None = None
         self.sync_tokens = SyncTokens()
-        self.hubs = {name: Hub(backend, self.executor.enforcement(name).user, settings.limits,
-                               settings.streams, self.executor.enforcement(name).db)
-                     for name, backend in self.backends.items()}
+        self.hubs = {name: Hub(backend, enforcement.user, settings.limits, settings.streams,
+                               enforcement.db)
+                     for name, backend in self.backends.items()
+                     for enforcement in [self.executor.enforcement(name)]}
         self._base = settings.base_path
         self._on_shutdown = on_shutdown
         # Set by the server when it starts to drain (SIGTERM): /readyz answers 503 at once,

@@ -241,10 +241,8 @@ class Executor:
             admitted = timed.get()
         if prepared.info.name in _SCRIPT_KILLS:
             call = self._watched(principal, [prepared], call)
-        if admitted is None:
-            (reply,) = await observed(call, principal, (prepared,))
-        else:
-            (reply,) = await _timed(observed(call, principal, (prepared,)), admitted)
+        observing = observed(call, principal, (prepared,))
+        (reply,) = await (observing if admitted is None else _timed(observing, admitted))
         if isinstance(reply, ReplyError):
             refused = _gateway_error(reply)
             if refused is not None:

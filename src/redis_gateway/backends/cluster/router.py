@@ -296,7 +296,6 @@ class Router:
                                        f"({reply}); nothing was run, retry shortly")
         return replies
 
-
     def _believed(self, redirect: Redirect | None, slot: int) -> Redirect | None:
         """Only Redis's own redirects are followed. A script may return any error text
         (``redis.error_reply("ASK 0 host:port")``): followed, it would send the gateway,
