@@ -287,9 +287,7 @@ def test_bodies_count_until_they_are_answered(redis_server: RedisServer) -> None
                         config_extra=(f"[limits]\nmax_pending_request_bytes = {BUDGET}\n"
                                       "token_body_share = 1\n")).start()
     try:
-        body = json.dumps(["SET", "big", "x" * size]).encode()
-        request = (b"POST / HTTP/1.1\r\nHost: gw\r\n" + auth(gw)
-                   + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        request = post(gw, json.dumps(["SET", "big", "x" * size]).encode())
         quiet = victim_latencies(gw, token="victim")
         before = gw.memory(peak=True)
         statuses: list[int] = []
